@@ -1,0 +1,1 @@
+//! The `flagbelt` command line. (placeholder)

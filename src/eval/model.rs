@@ -1,0 +1,275 @@
+//! The evaluable model: a ruleset after compilation.
+//!
+//! Owns the in-memory shape that [`super::evaluate`] walks: names are resolved to
+//! indices, regexes compiled, semvers and timestamps parsed, rollout salts
+//! prepared. It is built only by `ruleset::compile` (from YAML or from the proto),
+//! which guarantees the invariants documented on each type; nothing here does I/O
+//! or validation of its own. A [`Ruleset`] is immutable once built and is shared
+//! across threads behind an `Arc`.
+
+use std::collections::HashMap;
+
+use regex::Regex;
+use serde_json::Value;
+
+/// Index of a flag in [`Ruleset::flags`].
+pub type FlagIdx = usize;
+/// Index of a segment in [`Ruleset::segments`].
+pub type SegmentIdx = usize;
+/// Index of a variant in [`Flag::variants`].
+pub type VariantIdx = usize;
+
+/// One environment's compiled ruleset.
+#[derive(Debug)]
+pub struct Ruleset {
+    /// Environment name.
+    pub environment: String,
+    /// Ruleset version.
+    pub version: u64,
+    /// API keys by key id.
+    pub keys: HashMap<String, ApiKey>,
+    /// Segments; conditions refer to them by index.
+    pub segments: Vec<Segment>,
+    /// Flags in authoring order.
+    pub flags: Vec<Flag>,
+    /// Flag key to index in `flags`.
+    pub flag_index: HashMap<String, FlagIdx>,
+    /// Indices of client-visible flags, in authoring order.
+    pub client_flags: Vec<FlagIdx>,
+}
+
+impl Ruleset {
+    /// The flag with this key, if any.
+    pub fn flag(&self, key: &str) -> Option<&Flag> {
+        self.flag_index.get(key).and_then(|&i| self.flags.get(i))
+    }
+}
+
+/// Who a key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    /// Public key (`fbp.`): client-visible flags only.
+    Frontend,
+    /// Server key (`fbs.`): every flag, may download the ruleset.
+    Backend,
+}
+
+/// A stored API key. Holds only the hash of the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Key id (`[A-Za-z0-9_-]{1,32}`).
+    pub id: String,
+    /// Frontend or backend.
+    pub kind: KeyKind,
+    /// SHA-256 of the secret's base64url text.
+    pub secret_sha256: [u8; 32],
+    /// Allowed CORS origins (frontend keys); `*` allows any.
+    pub allowed_origins: Vec<String>,
+}
+
+/// A named segment: a member matches any of `rules`.
+#[derive(Debug)]
+pub struct Segment {
+    /// Segment name.
+    pub name: String,
+    /// Alternatives; each is an AND of conditions.
+    pub rules: Vec<Vec<Condition>>,
+}
+
+/// One flag.
+#[derive(Debug)]
+pub struct Flag {
+    /// Flag key.
+    pub key: String,
+    /// Visible to frontend keys.
+    pub client: bool,
+    /// False = always serve `off` with reason `DISABLED`.
+    pub enabled: bool,
+    /// Variants in authoring order (at least one).
+    pub variants: Vec<Variant>,
+    /// Served when no rule matches or a prerequisite is unmet.
+    pub default: VariantIdx,
+    /// Served when disabled.
+    pub off: VariantIdx,
+    /// Prerequisites, all of which must be met.
+    pub prerequisites: Vec<Prerequisite>,
+    /// Targeting rules; the first whose conditions all hold wins.
+    pub rules: Vec<Rule>,
+}
+
+/// A named variant value.
+#[derive(Debug)]
+pub struct Variant {
+    /// Variant name.
+    pub name: String,
+    /// Its JSON value.
+    pub value: Value,
+}
+
+/// `requires: {flag, variant}`.
+#[derive(Debug, Clone, Copy)]
+pub struct Prerequisite {
+    /// The prerequisite flag.
+    pub flag: FlagIdx,
+    /// The variant it must serve.
+    pub variant: VariantIdx,
+}
+
+/// A targeting rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// ANDed conditions; empty matches everyone.
+    pub conditions: Vec<Condition>,
+    /// What a match serves.
+    pub serve: Serve,
+}
+
+/// What a rule serves.
+#[derive(Debug)]
+pub enum Serve {
+    /// One variant.
+    Variant(VariantIdx),
+    /// A weighted split.
+    Rollout(Rollout),
+}
+
+/// A weighted split, hashed with murmur3 x86_32 (seed 0) over `"<salt>:<value>"`.
+#[derive(Debug)]
+pub struct Rollout {
+    /// The attribute hashed (`targetingKey` unless authored otherwise).
+    pub by: Attr,
+    /// `"<salt>:"` as bytes, ready to be hashed before the value.
+    pub salt_prefix: Vec<u8>,
+    /// `(variant, cumulative weight)` in authoring order; the last cumulative
+    /// weight is the total `T`, with `1 <= T <= 2^32`.
+    pub buckets: Vec<(VariantIdx, u64)>,
+}
+
+/// One condition of a rule or segment.
+#[derive(Debug)]
+pub enum Condition {
+    /// An attribute test.
+    Attr(AttrTest),
+    /// Membership (`negate: false`) or non-membership of a segment.
+    Segment {
+        /// The segment.
+        segment: SegmentIdx,
+        /// True for `not_segment`.
+        negate: bool,
+    },
+}
+
+/// An attribute name, pre-split for lookup.
+#[derive(Debug, Clone)]
+pub struct Attr {
+    /// The whole name, looked up first as one top-level key.
+    pub name: String,
+    /// The name split on dots; used when the whole name is not a top-level key
+    /// and the name has more than one part.
+    pub path: Vec<String>,
+}
+
+impl Attr {
+    /// Splits `name` for nested lookup.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            path: name.split('.').map(str::to_owned).collect(),
+        }
+    }
+}
+
+/// `attr` tested by `test`.
+#[derive(Debug)]
+pub struct AttrTest {
+    /// The attribute.
+    pub attr: Attr,
+    /// The operator with its compiled operands.
+    pub test: Test,
+}
+
+/// An operator with its operands, compiled for its type. Every list is non-empty.
+#[derive(Debug)]
+pub enum Test {
+    /// `exists`.
+    Exists,
+    /// `not_exists`.
+    NotExists,
+    /// `eq`/`in` (`negate: false`) and `neq`/`not_in` (`negate: true`): typed equality.
+    Equals {
+        /// Operands.
+        values: Vec<Scalar>,
+        /// Negated form.
+        negate: bool,
+    },
+    /// `contains`/`not_contains`, `starts_with`, `ends_with`.
+    Text {
+        /// Which string test.
+        op: TextOp,
+        /// Operands.
+        values: Vec<String>,
+        /// Negated form (`not_contains`).
+        negate: bool,
+    },
+    /// `matches`: unanchored regex search.
+    Matches(Vec<Regex>),
+    /// `lt lte gt gte` on f64.
+    Number {
+        /// Comparison.
+        cmp: Cmp,
+        /// Operands.
+        values: Vec<f64>,
+    },
+    /// `semver_*` by SemVer precedence (build metadata ignored).
+    Semver {
+        /// Comparison (`Eq` included).
+        cmp: Cmp,
+        /// Operands.
+        values: Vec<semver::Version>,
+    },
+    /// `before` (`after: false`) and `after`: instants compared exactly.
+    Time {
+        /// True for `after`.
+        after: bool,
+        /// Operands as nanoseconds since the Unix epoch.
+        values: Vec<i128>,
+    },
+}
+
+/// String test kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextOp {
+    /// Substring.
+    Contains,
+    /// Prefix.
+    StartsWith,
+    /// Suffix.
+    EndsWith,
+}
+
+/// Ordering comparisons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    /// `==` (semver only).
+    Eq,
+    /// `<`.
+    Lt,
+    /// `<=`.
+    Lte,
+    /// `>`.
+    Gt,
+    /// `>=`.
+    Gte,
+}
+
+/// A typed scalar operand for `eq`/`in` and their negations.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    /// A boolean.
+    Bool(bool),
+    /// A string.
+    Str(String),
+    /// A number (integers kept exact).
+    Num(serde_json::Number),
+}

@@ -1,0 +1,14 @@
+//! flagbelt: an edge server for feature flags and dynamic config.
+//!
+//! # Layout
+//! Dependencies point inward: `cli -> ruleset -> eval`.
+//!
+//! - [`eval`]: pure evaluation (model, context, operators, rollout hashing,
+//!   `evaluate`); no I/O, no async, no clock.
+//! - [`ruleset`]: the format: authoring YAML, proto encode/decode, compilation into
+//!   the model, manifests, signatures, API keys and verification; pure too.
+//! - [`cli`]: the `flagbelt` command's subcommands (compile, inspect, eval, keys).
+
+pub mod cli;
+pub mod eval;
+pub mod ruleset;

@@ -1,0 +1,2 @@
+//! flagbelt command line.
+fn main() {}

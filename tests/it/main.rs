@@ -1,0 +1,6 @@
+//! The one integration test binary: `cargo test` runs every module below.
+
+mod authoring;
+mod cli;
+mod signing;
+mod vectors;
