@@ -1,1 +1,94 @@
-//! Codec. (placeholder)
+//! Bytes <-> proto messages for stored objects (`rulesets/<version>.pb`,
+//! `manifest.pb`), and bytes -> evaluable model in one call.
+//!
+//! Decoding never trusts its input: a truncated or corrupt object is an error that
+//! says which object failed, never a panic. Signature and digest checks are not
+//! done here (see `verify`).
+
+use prost::Message;
+
+use crate::eval::model;
+use crate::ruleset::compile::{self, CompileError};
+use crate::ruleset::proto;
+
+/// A stored object that is not a valid encoding of its message.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} is not a valid protobuf message (truncated or corrupt)")]
+pub struct DecodeError {
+    /// Which object (`ruleset`, `manifest`, `manifest body`).
+    pub what: &'static str,
+    /// The protobuf decoder's error.
+    #[source]
+    pub source: prost::DecodeError,
+}
+
+/// Stored ruleset bytes that cannot be turned into an evaluable model.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes do not decode.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The message decodes but is not a valid ruleset.
+    #[error("ruleset is invalid: {0}")]
+    Invalid(#[from] CompileError),
+}
+
+/// Encodes a ruleset message.
+pub fn encode_ruleset(rs: &proto::Ruleset) -> Vec<u8> {
+    rs.encode_to_vec()
+}
+
+/// Decodes a ruleset message (no validation).
+pub fn decode_ruleset(bytes: &[u8]) -> Result<proto::Ruleset, DecodeError> {
+    proto::Ruleset::decode(bytes).map_err(|source| DecodeError {
+        what: "ruleset",
+        source,
+    })
+}
+
+/// Decodes and compiles stored ruleset bytes into the evaluable model.
+pub fn load_ruleset(bytes: &[u8]) -> Result<(proto::Ruleset, model::Ruleset), LoadError> {
+    let pb = decode_ruleset(bytes)?;
+    let model = compile::compile(&pb)?;
+    Ok((pb, model))
+}
+
+/// Encodes a signed manifest.
+pub fn encode_manifest(m: &proto::SignedManifest) -> Vec<u8> {
+    m.encode_to_vec()
+}
+
+/// Decodes a signed manifest and its body (no signature check).
+pub fn decode_manifest(
+    bytes: &[u8],
+) -> Result<(proto::SignedManifest, proto::ManifestBody), DecodeError> {
+    let signed = proto::SignedManifest::decode(bytes).map_err(|source| DecodeError {
+        what: "manifest",
+        source,
+    })?;
+    let body = proto::ManifestBody::decode(signed.body.as_slice()).map_err(|source| DecodeError {
+        what: "manifest body",
+        source,
+    })?;
+    Ok((signed, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncated_ruleset_is_an_error_naming_the_object() {
+        let rs = proto::Ruleset {
+            format: 1,
+            environment: "prod".into(),
+            version: 7,
+            ..Default::default()
+        };
+        let bytes = encode_ruleset(&rs);
+        assert_eq!(decode_ruleset(&bytes).unwrap(), rs);
+        let err = decode_ruleset(&bytes[..bytes.len() - 1]).unwrap_err();
+        assert_eq!(err.what, "ruleset");
+        assert!(decode_manifest(&[0xff, 0xff, 0xff]).is_err());
+    }
+}
