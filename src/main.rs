@@ -1,2 +1,5 @@
-//! flagbelt command line.
-fn main() {}
+//! The `flagbelt` binary: only wires the command line to `flagbelt::cli`.
+
+fn main() -> std::process::ExitCode {
+    flagbelt::cli::main()
+}

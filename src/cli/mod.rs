@@ -1,1 +1,81 @@
-//! The `flagbelt` command line. (placeholder)
+//! The `flagbelt` command line: argument parsing and one module per subcommand.
+//!
+//! Owns file I/O, the clock and process exit codes for the offline commands
+//! (`compile`, `inspect`, `eval`, `keys`). The format work itself lives in
+//! `ruleset` and `eval`; nothing here re-implements validation. Every failure is
+//! an error message on stderr and a non-zero exit, never a panic, and a failed
+//! command leaves no partial output behind.
+
+mod compile;
+mod eval;
+mod inspect;
+mod keys;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+
+/// flagbelt: feature flags and dynamic config at the edge.
+#[derive(Debug, Parser)]
+#[command(name = "flagbelt", version, about)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compile authoring YAML into the stored layout: `<out>/<env>/manifest.pb`
+    /// and `<out>/<env>/rulesets/<version>.pb`.
+    Compile(compile::Args),
+    /// Decode a manifest or ruleset (`.pb`) to readable JSON.
+    Inspect(inspect::Args),
+    /// Evaluate flags for a context, from YAML or from a compiled directory.
+    Eval(eval::Args),
+    /// Create API keys and signing keys.
+    #[command(subcommand)]
+    Keys(keys::Command),
+}
+
+/// Parses the command line, runs the command and maps failure to exit code 1
+/// with the full error chain on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Compile(args) => compile::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
+        Command::Eval(args) => eval::run(&args),
+        Command::Keys(cmd) => keys::run(&cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (the default ruleset version).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Reads a UTF-8 text file, naming it in the error.
+fn read_text(path: &PathBuf) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Reads a file's bytes, naming it in the error.
+fn read_bytes(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context as _;
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}

@@ -1,1 +1,411 @@
-//! (being written)
+//! The `flagbelt` binary end to end: compile, inspect, eval, keys, and every bad
+//! input the foundation issue lists (clear error, non-zero exit, nothing written).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+fn flagbelt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flagbelt"))
+        .args(args)
+        .output()
+        .expect("flagbelt runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = flagbelt(args);
+    assert!(
+        out.status.success(),
+        "flagbelt {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// Runs a command that must fail; returns its stderr.
+fn fails(args: &[&str]) -> String {
+    let out = flagbelt(args);
+    assert!(!out.status.success(), "flagbelt {args:?} should fail");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).expect("utf-8 stderr");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn demo_yaml() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.yaml")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Every file below `dir`, relative, sorted (to prove nothing was written).
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            out.push(
+                p.strip_prefix(base)
+                    .expect("below base")
+                    .display()
+                    .to_string(),
+            );
+            if p.is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn compile_inspect_eval_the_demo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let stdout = ok(&["compile", s(&demo_yaml()), "--out", s(&out)]);
+    assert!(stdout.contains("environment demo version 1"), "{stdout}");
+    assert_eq!(
+        tree(&out),
+        [
+            "demo",
+            "demo/manifest.pb",
+            "demo/rulesets",
+            "demo/rulesets/1.pb"
+        ]
+    );
+
+    let m: Value =
+        serde_json::from_str(&ok(&["inspect", s(&out.join("demo/manifest.pb"))])).unwrap();
+    assert_eq!(m["kind"], "manifest");
+    assert_eq!(m["body"]["environment"], "demo");
+    assert_eq!(m["body"]["version"], 1);
+    assert_eq!(m["body"]["ruleset_path"], "rulesets/1.pb");
+    assert_eq!(m["body"]["ruleset_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(m["signatures"], json!([]));
+
+    let r: Value =
+        serde_json::from_str(&ok(&["inspect", s(&out.join("demo/rulesets/1.pb"))])).unwrap();
+    assert_eq!(r["kind"], "ruleset");
+    assert_eq!(r["environment"], "demo");
+    let limits = r["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["key"] == "limits")
+        .unwrap();
+    assert_eq!(
+        limits["variants"][0]["value"],
+        json!({"max_items": 10, "burst": 2})
+    );
+    assert_eq!(r["keys"][0]["kind"], "frontend");
+
+    // The compiled folder and the YAML evaluate alike.
+    let ctx = r#"{"targetingKey":"u1","country":"NZ","app":{"version":"2.4.1"},"plan":"pro"}"#;
+    let from_dir: Value =
+        serde_json::from_str(&ok(&["eval", s(&out), "--context", ctx, "--json"])).unwrap();
+    let from_yaml: Value =
+        serde_json::from_str(&ok(&["eval", s(&demo_yaml()), "--context", ctx, "--json"])).unwrap();
+    assert_eq!(from_dir, from_yaml);
+    assert_eq!(from_dir["environment"], "demo");
+    assert_eq!(from_dir["version"], 1);
+    assert_eq!(
+        from_dir["flags"]["new-checkout"],
+        json!({"value": true, "variant": "on", "reason": "TARGETING_MATCH"})
+    );
+    assert_eq!(
+        from_dir["flags"]["dark-mode"],
+        json!({"value": false, "variant": "off", "reason": "DISABLED"})
+    );
+    assert_eq!(
+        from_dir["flags"]["max-items"],
+        json!({"value": 1000, "variant": "big", "reason": "TARGETING_MATCH"})
+    );
+    assert_eq!(
+        from_dir["flags"]["checkout-v2"],
+        json!({"value": true, "variant": "on", "reason": "STATIC"})
+    );
+
+    // --client hides server-only flags; --flag picks one; the table names reasons.
+    let client: Value = serde_json::from_str(&ok(&[
+        "eval",
+        s(&out),
+        "--context",
+        ctx,
+        "--json",
+        "--client",
+    ]))
+    .unwrap();
+    assert!(client["flags"].get("checkout-v2").is_none());
+    assert!(client["flags"].get("new-checkout").is_some());
+    let table = ok(&[
+        "eval",
+        s(&demo_yaml()),
+        "--context",
+        ctx,
+        "--flag",
+        "banner-text",
+    ]);
+    assert!(table.contains("banner-text"), "{table}");
+    assert!(table.contains("TARGETING_MATCH"), "{table}");
+    assert!(table.contains("\"Kia ora\""), "{table}");
+    assert_eq!(table.lines().count(), 2, "{table}");
+}
+
+#[test]
+fn signed_layout_is_verified_on_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("signer");
+    let other = tmp.path().join("other");
+    ok(&["keys", "signing-new", "--out", s(&key)]);
+    ok(&["keys", "signing-new", "--out", s(&other)]);
+    let err = fails(&["keys", "signing-new", "--out", s(&key)]);
+    assert!(err.contains("already exists"), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(tmp.path().join("signer.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let private = tmp.path().join("signer.key");
+    let public = tmp.path().join("signer.pub");
+    let other_public = tmp.path().join("other.pub");
+
+    let out = tmp.path().join("out");
+    let stdout = ok(&[
+        "compile",
+        s(&demo_yaml()),
+        "--out",
+        s(&out),
+        "--signing-key",
+        s(&private),
+    ]);
+    assert!(stdout.contains("signed by"), "{stdout}");
+    let env_dir = out.join("demo");
+    ok(&["eval", s(&env_dir), "--public-key", s(&public)]);
+
+    // A wrong signature: the manifest is signed, but not by a trusted key.
+    let err = fails(&["eval", s(&env_dir), "--public-key", s(&other_public)]);
+    assert!(err.contains("manifest.pb rejected"), "{err}");
+    // An environment mismatch.
+    let err = fails(&["eval", s(&out), "--env", "prod"]);
+    assert!(err.contains("prod"), "{err}");
+    let moved = out.join("staging");
+    std::fs::rename(&env_dir, &moved).unwrap();
+    let err = fails(&["eval", s(&moved), "--public-key", s(&public)]);
+    assert!(err.contains("staging") && err.contains("demo"), "{err}");
+    std::fs::rename(&moved, &env_dir).unwrap();
+
+    // Corrupt ruleset bytes: the digest no longer matches.
+    let ruleset = env_dir.join("rulesets/1.pb");
+    let good = std::fs::read(&ruleset).unwrap();
+    let mut bad = good.clone();
+    bad[10] ^= 0x55;
+    std::fs::write(&ruleset, &bad).unwrap();
+    let err = fails(&["eval", s(&env_dir), "--public-key", s(&public)]);
+    assert!(err.contains("1.pb rejected"), "{err}");
+    assert!(
+        err.to_lowercase().contains("sha-256") || err.contains("digest"),
+        "{err}"
+    );
+    std::fs::write(&ruleset, &good).unwrap();
+
+    // A truncated manifest.
+    let manifest = env_dir.join("manifest.pb");
+    let m = std::fs::read(&manifest).unwrap();
+    std::fs::write(&manifest, &m[..m.len() / 2]).unwrap();
+    let err = fails(&["eval", s(&env_dir), "--public-key", s(&public)]);
+    assert!(err.contains("truncated or corrupt"), "{err}");
+    let err = fails(&["inspect", s(&manifest)]);
+    assert!(err.contains("truncated or corrupt"), "{err}");
+
+    // A garbage key file.
+    std::fs::write(tmp.path().join("junk.pub"), "not a key").unwrap();
+    let err = fails(&[
+        "eval",
+        s(&env_dir),
+        "--public-key",
+        s(&tmp.path().join("junk.pub")),
+    ]);
+    assert!(err.contains("junk.pub is not a usable public key"), "{err}");
+}
+
+#[test]
+fn bad_yaml_is_a_clear_error_and_writes_nothing() {
+    let base = std::fs::read_to_string(demo_yaml()).unwrap();
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("malformed YAML", "environment: demo\nflags: [\n".into(), "line"),
+        (
+            "unknown operator",
+            base.replace("op: in, values: [NZ, AU]", "op: inside, values: [NZ, AU]"),
+            "unknown operator",
+        ),
+        (
+            "unknown variant",
+            base.replace("        serve: c\n", "        serve: d\n"),
+            "unknown variant",
+        ),
+        (
+            "unknown segment",
+            base.replace("{segment: beta-testers}", "{segment: nobody}"),
+            "unknown segment",
+        ),
+        (
+            "unknown flag",
+            base.replace("{flag: checkout-v2, variant: on}", "{flag: checkout-v3, variant: on}"),
+            "unknown flag",
+        ),
+        (
+            "bad regex",
+            base.replace(
+                "{attr: beta, op: eq, values: [true]}",
+                "{attr: email, op: matches, values: [\"(\"]}",
+            ),
+            "invalid regex",
+        ),
+        (
+            "bad semver",
+            base.replace("values: [\"2.3.0\"]", "values: [\"2.x\"]"),
+            "invalid semver",
+        ),
+        (
+            "bad timestamp",
+            base.replace("2024-01-01T00:00:00Z", "2024-01-01 00:00:00Z"),
+            "invalid timestamp",
+        ),
+        (
+            "prerequisite cycle",
+            base.replace(
+                "    variants: {on: true, off: false}\n    default: on\n  new-checkout:",
+                "    variants: {on: true, off: false}\n    default: on\n    requires: [{flag: new-checkout, variant: on}]\n  new-checkout:",
+            ),
+            "prerequisite cycle",
+        ),
+        (
+            "mixed variant types",
+            base.replace("{small: 10, big: 1000}", "{small: 10, big: \"1000\"}"),
+            "mix types",
+        ),
+        (
+            "duplicate keys",
+            base.replace("  dark-mode:\n", "  banner-text:\n"),
+            "duplicate",
+        ),
+    ];
+    for (what, yaml, want) in cases {
+        assert_ne!(yaml, base, "{what}: the replacement did not apply");
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("flags.yaml");
+        std::fs::write(&file, &yaml).unwrap();
+        let out = tmp.path().join("out");
+        let err = fails(&["compile", s(&file), "--out", s(&out)]);
+        assert!(err.contains(want), "{what}: {err}");
+        assert!(
+            err.contains("flags.yaml"),
+            "{what}: the error names the file: {err}"
+        );
+        assert!(!out.exists(), "{what}: nothing may be written");
+    }
+}
+
+#[test]
+fn versions_are_immutable_and_never_go_back_silently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let base = std::fs::read_to_string(demo_yaml()).unwrap();
+    let write = |name: &str, yaml: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, yaml).unwrap();
+        p
+    };
+    let v1 = write("v1.yaml", &base);
+    let v1_changed = write("v1b.yaml", &base.replace("default: small", "default: big"));
+    let v2 = write("v2.yaml", &base.replace("version: 1", "version: 2"));
+    ok(&["compile", s(&v1), "--out", s(&out)]);
+    // Same version, same content: idempotent.
+    ok(&["compile", s(&v1), "--out", s(&out)]);
+    let before = tree(&out);
+    let err = fails(&["compile", s(&v1_changed), "--out", s(&out)]);
+    assert!(err.contains("immutable"), "{err}");
+    assert_eq!(tree(&out), before);
+    ok(&["compile", s(&v2), "--out", s(&out)]);
+    let manifest_v2 = std::fs::read(out.join("demo/manifest.pb")).unwrap();
+    let err = fails(&["compile", s(&v1), "--out", s(&out)]);
+    assert!(err.contains("--rollback"), "{err}");
+    assert_eq!(
+        std::fs::read(out.join("demo/manifest.pb")).unwrap(),
+        manifest_v2
+    );
+    ok(&["compile", s(&v1), "--out", s(&out), "--rollback"]);
+    let m: Value =
+        serde_json::from_str(&ok(&["inspect", s(&out.join("demo/manifest.pb"))])).unwrap();
+    assert_eq!(m["body"]["version"], 1);
+    assert_eq!(m["body"]["rollback"], true);
+    // No temp folders are left behind.
+    assert!(
+        tree(&out).iter().all(|p| !p.contains("tmp")),
+        "{:?}",
+        tree(&out)
+    );
+}
+
+#[test]
+fn keys_new_prints_a_working_key_and_stanza() {
+    let out = ok(&[
+        "keys", "new", "--env", "prod", "--id", "api", "--kind", "backend",
+    ]);
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("key: "))
+        .expect("a key line")
+        .to_owned();
+    assert!(token.starts_with("fbs.prod.api."), "{out}");
+    let stanza = out
+        .lines()
+        .find(|l| l.starts_with("- {id: api"))
+        .expect("a stanza");
+    let yaml = format!(
+        "environment: prod\nversion: 1\nkeys:\n  {stanza}\nflags:\n  f:\n    variants: {{on: true}}\n    default: on\n"
+    );
+    let (_, model) = flagbelt::ruleset::authoring::compile_yaml(&yaml, 0).unwrap();
+    let presented = flagbelt::ruleset::keys::PresentedKey::parse(&token).unwrap();
+    assert!(presented.matches(&model.keys["api"]));
+
+    let err = fails(&[
+        "keys", "new", "--env", "bad env", "--id", "api", "--kind", "backend",
+    ]);
+    assert!(err.contains("env"), "{err}");
+    let front = ok(&[
+        "keys", "new", "--env", "prod", "--id", "web", "--kind", "frontend",
+    ]);
+    assert!(front.contains("key: fbp.prod.web."), "{front}");
+    assert!(front.contains("allowed_origins"), "{front}");
+}
+
+#[test]
+fn eval_rejects_bad_arguments() {
+    let demo = demo_yaml();
+    let err = fails(&["eval", s(&demo), "--flag", "nope"]);
+    assert!(err.contains("no flag \"nope\""), "{err}");
+    let err = fails(&["eval", s(&demo), "--flag", "checkout-v2", "--client"]);
+    assert!(err.contains("not client-visible"), "{err}");
+    let err = fails(&["eval", s(&demo), "--context", "[1,2]"]);
+    assert!(err.contains("--context"), "{err}");
+    let err = fails(&["eval", s(&demo), "--context", "{\"a\":"]);
+    assert!(err.contains("--context"), "{err}");
+    let err = fails(&["eval", "/definitely/not/here.yaml"]);
+    assert!(err.contains("cannot read"), "{err}");
+    let empty = tempfile::tempdir().unwrap();
+    let err = fails(&["eval", s(empty.path())]);
+    assert!(err.contains("no <env>/manifest.pb"), "{err}");
+}

@@ -1,0 +1,185 @@
+//! `flagbelt compile`: authoring YAML -> the stored layout, written atomically.
+//!
+//! Everything that can fail on the input (YAML, validation, signing keys) is done
+//! before the output folder is touched. The files are then written into a temp
+//! folder beside the target, fsynced, and renamed into place: the ruleset object
+//! first, the manifest last (the same order a publisher uses), so a reader never
+//! sees a manifest that names a missing ruleset, and a failure leaves the previous
+//! state as it was.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+use crate::ruleset::{authoring, codec, keys, manifest};
+
+/// Arguments of `flagbelt compile`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Authoring YAML file.
+    pub yaml: PathBuf,
+    /// Output folder; the environment's files go to `<out>/<env>/`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Ed25519 signing key (PKCS#8 PEM, from `keys signing-new`); repeatable.
+    #[arg(long = "signing-key")]
+    pub signing_keys: Vec<PathBuf>,
+    /// Allow a version lower than the one already in `<out>` (marks the manifest
+    /// as a rollback; readers honour it only when it is signed).
+    #[arg(long)]
+    pub rollback: bool,
+}
+
+pub(super) fn run(args: &Args) -> anyhow::Result<()> {
+    let text = super::read_text(&args.yaml)?;
+    let now = super::now_ms();
+    let (pb, model) = authoring::compile_yaml(&text, now)
+        .with_context(|| format!("{} is not a valid ruleset", args.yaml.display()))?;
+    let signers = args
+        .signing_keys
+        .iter()
+        .map(|p| {
+            let pem = super::read_text(p)?;
+            keys::signing_key_from_pem(&pem)
+                .with_context(|| format!("{} is not a usable signing key", p.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let ruleset_bytes = codec::encode_ruleset(&pb);
+    let published_at = i64::try_from(now).unwrap_or(i64::MAX);
+    let signed = manifest::build(
+        &pb.environment,
+        pb.version,
+        &ruleset_bytes,
+        published_at,
+        args.rollback,
+        &signers,
+    );
+    let manifest_bytes = codec::encode_manifest(&signed);
+
+    let env_dir = args.out.join(&pb.environment);
+    check_not_older(&env_dir, pb.version, args.rollback)?;
+    write_layout(
+        &args.out,
+        &env_dir,
+        pb.version,
+        &ruleset_bytes,
+        &manifest_bytes,
+    )?;
+
+    let signed_by: Vec<String> = signers
+        .iter()
+        .map(|k| keys::key_id(&k.verifying_key()))
+        .collect();
+    println!(
+        "compiled environment {} version {}: {} flags ({} client-visible), {} segments, {} keys",
+        pb.environment,
+        pb.version,
+        model.flags.len(),
+        model.client_flags.len(),
+        model.segments.len(),
+        model.keys.len(),
+    );
+    println!(
+        "wrote {} and {} ({})",
+        env_dir.join(manifest::ruleset_path(pb.version)).display(),
+        env_dir.join("manifest.pb").display(),
+        if signed_by.is_empty() {
+            "unsigned".to_owned()
+        } else {
+            format!("signed by {}", signed_by.join(", "))
+        }
+    );
+    Ok(())
+}
+
+/// Refuses to replace a manifest of a higher version unless `--rollback`.
+fn check_not_older(env_dir: &Path, version: u64, rollback: bool) -> anyhow::Result<()> {
+    let path = env_dir.join("manifest.pb");
+    let Ok(bytes) = fs::read(&path) else {
+        return Ok(());
+    };
+    let (_, body) = codec::decode_manifest(&bytes)
+        .with_context(|| format!("existing {} is unreadable; remove it first", path.display()))?;
+    if body.version > version && !rollback {
+        bail!(
+            "{} holds version {} and this ruleset is version {}: pass --rollback to go back",
+            path.display(),
+            body.version,
+            version
+        );
+    }
+    Ok(())
+}
+
+fn write_layout(
+    out: &Path,
+    env_dir: &Path,
+    version: u64,
+    ruleset_bytes: &[u8],
+    manifest_bytes: &[u8],
+) -> anyhow::Result<()> {
+    let rulesets = env_dir.join("rulesets");
+    let target = env_dir.join(manifest::ruleset_path(version));
+    if fs::read(&target).is_ok_and(|existing| existing != ruleset_bytes) {
+        bail!(
+            "{} already exists with different content: rulesets are immutable, give the new one a new version",
+            target.display()
+        );
+    }
+    fs::create_dir_all(&rulesets)
+        .with_context(|| format!("cannot create {}", rulesets.display()))?;
+    let tmp = TempDir::new(out)?;
+    let tmp_ruleset = tmp.write("ruleset.pb", ruleset_bytes)?;
+    let tmp_manifest = tmp.write("manifest.pb", manifest_bytes)?;
+    fs::rename(&tmp_ruleset, &target)
+        .with_context(|| format!("cannot move ruleset into {}", target.display()))?;
+    let manifest_path = env_dir.join("manifest.pb");
+    fs::rename(&tmp_manifest, &manifest_path)
+        .with_context(|| format!("cannot move manifest into {}", manifest_path.display()))?;
+    sync_dir(&rulesets);
+    sync_dir(env_dir);
+    Ok(())
+}
+
+/// A temp folder inside `out` (same filesystem, so renames are atomic), removed
+/// on drop whatever happened.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(out: &Path) -> anyhow::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = out.join(format!(".flagbelt-tmp-{}-{nanos}", std::process::id()));
+        fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self(path))
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> anyhow::Result<PathBuf> {
+        let path = self.0.join(name);
+        let mut f =
+            fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Makes renames inside `dir` durable; best effort (not all platforms can open
+/// a directory).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}

@@ -1,0 +1,92 @@
+//! `flagbelt inspect`: a stored manifest or ruleset as readable JSON.
+//!
+//! Decoding only, plus a validity check for rulesets (compile): a ruleset that
+//! decodes but does not compile is printed and then reported as an error.
+//! Signatures are shown, not verified (`flagbelt eval DIR --public-key` verifies).
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use crate::ruleset::{codec, compile, hex};
+
+/// Arguments of `flagbelt inspect`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A `manifest.pb` or `rulesets/<version>.pb` file.
+    pub file: PathBuf,
+    /// What the file is; by default `manifest.pb` is a manifest and anything
+    /// else a ruleset.
+    #[arg(long, value_enum)]
+    pub kind: Option<Kind>,
+}
+
+/// Object kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// `manifest.pb`.
+    Manifest,
+    /// `rulesets/<version>.pb`.
+    Ruleset,
+}
+
+pub(super) fn run(args: &Args) -> anyhow::Result<()> {
+    let bytes = super::read_bytes(&args.file)?;
+    let kind = args.kind.unwrap_or_else(|| {
+        if args.file.file_name().is_some_and(|n| n == "manifest.pb") {
+            Kind::Manifest
+        } else {
+            Kind::Ruleset
+        }
+    });
+    let name = args.file.display();
+    match kind {
+        Kind::Manifest => {
+            let (signed, body) =
+                codec::decode_manifest(&bytes).with_context(|| format!("cannot decode {name}"))?;
+            let out = json!({
+                "kind": "manifest",
+                "body": serde_json::to_value(&body)?,
+                "signatures": signed.signatures.iter().map(|s| json!({
+                    "key_id": s.key_id,
+                    "signature": hex::encode(&s.signature),
+                })).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        Kind::Ruleset => {
+            let pb =
+                codec::decode_ruleset(&bytes).with_context(|| format!("cannot decode {name}"))?;
+            let mut out = serde_json::to_value(&pb)?;
+            readable_variants(&mut out);
+            if let Value::Object(m) = &mut out {
+                m.insert("kind".into(), json!("ruleset"));
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            compile::compile(&pb)
+                .with_context(|| format!("{name} decodes but is not a valid ruleset"))?;
+            Ok(())
+        }
+    }
+}
+
+/// Replaces each variant's `value_json` text by the JSON value it holds.
+fn readable_variants(ruleset: &mut Value) {
+    let Some(flags) = ruleset.get_mut("flags").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for variant in flags
+        .iter_mut()
+        .filter_map(|f| f.get_mut("variants").and_then(Value::as_array_mut))
+        .flatten()
+    {
+        if let Value::Object(v) = variant
+            && let Some(Value::String(text)) = v.remove("value_json")
+        {
+            let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            v.insert("value".into(), value);
+        }
+    }
+}
