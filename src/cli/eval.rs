@@ -65,7 +65,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
             version: ruleset.version,
             flags: results,
         };
-        let _ = &answer; // TEMP until Answer: Serialize lands
+        serde_json::to_writer_pretty(&mut out, &answer)?;
         writeln!(out)?;
         return Ok(());
     }

@@ -30,7 +30,12 @@
 //! assert_eq!(all[0].reason, Reason::TargetingMatch);
 //! ```
 
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod context;
 mod evaluate;
@@ -39,7 +44,9 @@ mod operators;
 mod rollout;
 
 pub use context::{Context, context_from_json, lookup};
-pub use evaluate::{Answer, Audience, Evaluation, Reason, evaluate_all, evaluate_flag};
+pub use evaluate::{
+    Answer, Audience, Evaluation, Reason, evaluate_all, evaluate_flag, evaluate_key,
+};
+pub use model::Ruleset;
 pub use operators::{epoch_millis_to_nanos, parse_rfc3339, parse_semver};
 pub use rollout::murmur3_x86_32;
-pub use model::Ruleset;

@@ -1,6 +1,6 @@
 //! The evaluable model: a ruleset after compilation.
 //!
-//! Owns the in-memory shape that [`super::evaluate`] walks: names are resolved to
+//! Owns the in-memory shape that [`super::evaluate_all`] walks: names are resolved to
 //! indices, regexes compiled, semvers and timestamps parsed, rollout salts
 //! prepared. It is built only by `ruleset::compile` (from YAML or from the proto),
 //! which guarantees the invariants documented on each type; nothing here does I/O
