@@ -66,10 +66,11 @@ pub fn decode_manifest(
         what: "manifest",
         source,
     })?;
-    let body = proto::ManifestBody::decode(signed.body.as_slice()).map_err(|source| DecodeError {
-        what: "manifest body",
-        source,
-    })?;
+    let body =
+        proto::ManifestBody::decode(signed.body.as_slice()).map_err(|source| DecodeError {
+            what: "manifest body",
+            source,
+        })?;
     Ok((signed, body))
 }
 
@@ -90,5 +91,32 @@ mod tests {
         let err = decode_ruleset(&bytes[..bytes.len() - 1]).unwrap_err();
         assert_eq!(err.what, "ruleset");
         assert!(decode_manifest(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes never panic any decoder; at worst they are an error.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = load_ruleset(&bytes);
+            let _ = decode_manifest(&bytes);
+        }
+
+        /// Flipping bytes of a valid ruleset gives a valid ruleset or an error,
+        /// never a panic (decode and compile both run).
+        #[test]
+        fn corrupted_rulesets_never_panic(flips in proptest::collection::vec((0usize..4096, 1u8..=255), 1..8)) {
+            let mut bytes = sample_bytes();
+            for (at, mask) in flips {
+                let len = bytes.len();
+                bytes[at % len] ^= mask;
+            }
+            let _ = load_ruleset(&bytes);
+        }
+    }
+
+    fn sample_bytes() -> Vec<u8> {
+        let yaml = include_str!("../../examples/demo.yaml");
+        let (pb, _) = crate::ruleset::authoring::compile_yaml(yaml, 0).unwrap();
+        encode_ruleset(&pb)
     }
 }
