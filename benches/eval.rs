@@ -17,13 +17,14 @@ use flagbelt::eval::{self, Audience, Context};
 use flagbelt::ruleset::{authoring, codec};
 use serde_json::json;
 
-/// A ruleset of `n` flags; every other flag is client-visible, and flag shapes
+/// A ruleset of `n` flags plus a server-only `base` flag used as a prerequisite;
+/// with n <= 100 all `n` are client-visible, else every other one; flag shapes
 /// rotate through five kinds of targeting.
 fn ruleset_yaml(n: usize) -> String {
     let mut y = String::from(
         "environment: bench\nversion: 1\nsegments:\n  staff:\n    - [{attr: email, op: ends_with, values: [\"@example.com\"]}]\n  beta:\n    - [{attr: beta, op: eq, values: [true]}]\n    - [{segment: staff}]\nflags:\n  base:\n    variants: {on: true, off: false}\n    default: on\n",
     );
-    for i in 0..n.saturating_sub(1) {
+    for i in 0..n {
         let client = i % 2 == 0 || n <= 100;
         let _ = writeln!(y, "  flag-{i}:\n    client: {client}");
         match i % 5 {

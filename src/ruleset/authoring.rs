@@ -112,8 +112,18 @@ pub fn compile_yaml(
     Ok((pb, m))
 }
 
+/// Largest authoring document, in YAML nodes (about 100,000 flags of typical shape).
+pub const MAX_YAML_NODES: usize = 5_000_000;
+
 fn parse_with_lines(text: &str, now_ms: u64) -> Result<(proto::Ruleset, Lines), AuthoringError> {
+    // The default budget (250k nodes, 1M events) stops near 5,000 flags; a large
+    // SaaS environment is bigger than that. Raise only the size caps: the alias
+    // and anchor caps, which stop "billion laughs" expansion, keep their defaults.
     let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: MAX_YAML_NODES,
+            max_events: 2 * MAX_YAML_NODES,
+        },
         strict_booleans: true,
         underscored_numbers_as_strings: true,
         with_snippet: false,

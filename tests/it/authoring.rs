@@ -942,3 +942,20 @@ fn compile_yaml_reports_parse_errors_unchanged() {
     let b = compile_err(&yaml).to_string();
     assert_eq!(a, b);
 }
+
+/// Large environments compile: 10,000 flags is beyond serde-saphyr's default
+/// node budget (250k nodes), which `authoring` raises.
+#[test]
+fn ten_thousand_flags_compile() {
+    use std::fmt::Write as _;
+    let mut yaml = String::from("environment: big\nversion: 1\nflags:\n");
+    for i in 0..10_000 {
+        let _ = write!(
+            yaml,
+            "  f{i}:\n    variants: {{on: true, off: false}}\n    default: off\n    rules:\n      - when: [{{attr: country, op: in, values: [NZ, AU, GB]}}, {{attr: plan, op: eq, values: [pro]}}]\n        serve: {{rollout: {{weights: {{on: 10, off: 90}}}}}}\n"
+        );
+    }
+    let (pb, model) = flagbelt::ruleset::authoring::compile_yaml(&yaml, 0).unwrap();
+    assert_eq!(pb.flags.len(), 10_000);
+    assert_eq!(model.flags.len(), 10_000);
+}
