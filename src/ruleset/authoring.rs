@@ -20,6 +20,7 @@
 //! sliced from the input at each node's span: serde-saphyr keeps byte offsets
 //! for string input.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -1189,7 +1190,9 @@ impl Lines {
                 if let Some(line) = self.get(&candidate) {
                     return Some(line);
                 }
-                p.field = f.rsplit_once('.').map(|(parent, _)| parent.to_owned());
+                p.field = f
+                    .rsplit_once('.')
+                    .map(|(parent, _)| Cow::Owned(parent.to_owned()));
             }
             if let Some(line) = self.get(&p) {
                 return Some(line);

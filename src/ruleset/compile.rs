@@ -6,10 +6,13 @@
 //! Every error says where ([`Place`]) and what ([`ErrorKind`]). It must not do
 //! I/O and must not accept anything the evaluator could panic on.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
-use regex::RegexBuilder;
+use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
 use crate::eval::model::{self, Attr, Cmp, Condition, Test, TextOp};
@@ -19,20 +22,24 @@ use crate::ruleset::{hex, valid_env_name, valid_flag_key, valid_key_id};
 
 /// Where in a ruleset an error is. Rule and condition numbers are 1-based, as a
 /// person counts them in the YAML.
+///
+/// Compilation carries a `Place` down to every condition on the success path, so
+/// clones are cheap: names are shared (`Arc<str>`) and field names are usually
+/// static.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Place {
     /// The flag, if the error is inside one.
-    pub flag: Option<String>,
+    pub flag: Option<Arc<str>>,
     /// The segment, if the error is inside one.
-    pub segment: Option<String>,
+    pub segment: Option<Arc<str>>,
     /// The API key id, if the error is in a key.
-    pub key: Option<String>,
+    pub key: Option<Arc<str>>,
     /// Rule number (1-based).
     pub rule: Option<usize>,
     /// Condition number within the rule (1-based).
     pub condition: Option<usize>,
     /// Field name as authored (`values`, `serve`, `variants.on`, ...).
-    pub field: Option<String>,
+    pub field: Option<Cow<'static, str>>,
 }
 
 impl Place {
@@ -43,21 +50,21 @@ impl Place {
     /// Inside flag `key`.
     pub fn flag(key: &str) -> Self {
         Self {
-            flag: Some(key.to_owned()),
+            flag: Some(key.into()),
             ..Self::default()
         }
     }
     /// Inside segment `name`.
     pub fn segment(name: &str) -> Self {
         Self {
-            segment: Some(name.to_owned()),
+            segment: Some(name.into()),
             ..Self::default()
         }
     }
     /// Inside API key `id`.
     pub fn key(id: &str) -> Self {
         Self {
-            key: Some(id.to_owned()),
+            key: Some(id.into()),
             ..Self::default()
         }
     }
@@ -72,7 +79,7 @@ impl Place {
         self
     }
     /// The same place, at field `name`.
-    pub fn field(mut self, name: impl Into<String>) -> Self {
+    pub fn field(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.field = Some(name.into());
         self
     }
@@ -297,6 +304,7 @@ pub fn compile(rs: &proto::Ruleset) -> Result<model::Ruleset, CompileError> {
     }
     let names = Names {
         segments: &segment_index,
+        regexes: RefCell::default(),
     };
 
     let mut segments = Vec::with_capacity(rs.segments.len());
@@ -453,6 +461,9 @@ fn valid_origin(origin: &str) -> bool {
 /// Name lookups shared by flag and segment conditions.
 struct Names<'a> {
     segments: &'a HashMap<&'a str, usize>,
+    /// Regexes compiled so far, by pattern. Rulesets repeat patterns across
+    /// flags, and compiling a regex costs far more than cloning one (an `Arc`).
+    regexes: RefCell<HashMap<String, Regex>>,
 }
 
 impl Names<'_> {
@@ -470,7 +481,7 @@ impl Names<'_> {
 
     fn condition(&self, place: &Place, cond: &proto::Condition) -> Result<Condition, CompileError> {
         use proto::condition::Kind;
-        let segment = |name: &str, negate: bool, field: &str| {
+        let segment = |name: &str, negate: bool, field: &'static str| {
             self.segments
                 .get(name)
                 .map(|&segment| Condition::Segment { segment, negate })
@@ -484,7 +495,9 @@ impl Names<'_> {
         match &cond.kind {
             Some(Kind::Segment(name)) => segment(name, false, "segment"),
             Some(Kind::NotSegment(name)) => segment(name, true, "not_segment"),
-            Some(Kind::Attribute(t)) => attribute_test(place, t).map(Condition::Attr),
+            Some(Kind::Attribute(t)) => {
+                attribute_test(place, t, &self.regexes).map(Condition::Attr)
+            }
             None => Err(CompileError::new(
                 place.clone(),
                 ErrorKind::MissingField("attr or segment"),
@@ -496,6 +509,7 @@ impl Names<'_> {
 fn attribute_test(
     place: &Place,
     t: &proto::AttributeTest,
+    regexes: &RefCell<HashMap<String, Regex>>,
 ) -> Result<model::AttrTest, CompileError> {
     if t.attr.is_empty() {
         return Err(CompileError::new(
@@ -587,7 +601,10 @@ fn attribute_test(
             strings()?
                 .into_iter()
                 .map(|pattern| {
-                    RegexBuilder::new(&pattern)
+                    if let Some(re) = regexes.borrow().get(&pattern) {
+                        return Ok(re.clone());
+                    }
+                    let re = RegexBuilder::new(&pattern)
                         .size_limit(REGEX_SIZE_LIMIT)
                         .build()
                         .map_err(|e| {
@@ -601,10 +618,12 @@ fn attribute_test(
                                         .unwrap_or_default()
                                         .trim()
                                         .to_owned(),
-                                    pattern,
+                                    pattern: pattern.clone(),
                                 },
                             )
-                        })
+                        })?;
+                    regexes.borrow_mut().insert(pattern, re.clone());
+                    Ok(re)
                 })
                 .collect::<Result<_, _>>()?,
         ),
@@ -737,6 +756,10 @@ fn value_type(v: &Value) -> Option<&'static str> {
     }
 }
 
+/// Resolves a variant name of the flag being compiled; the place is built only
+/// on error.
+type VariantLookup<'a> = dyn Fn(&str, &dyn Fn() -> Place) -> Result<usize, CompileError> + 'a;
+
 /// Variant name -> index, for one flag.
 type VariantNames = HashMap<String, usize>;
 
@@ -809,11 +832,11 @@ fn compile_flag(
     all_variants: &[VariantNames],
 ) -> Result<model::Flag, CompileError> {
     let place = Place::flag(&flag.key);
-    let variant = |name: &str, at: Place| {
+    let variant = |name: &str, at: &dyn Fn() -> Place| {
         own_names
             .get(name)
             .copied()
-            .ok_or_else(|| CompileError::new(at, ErrorKind::UnknownVariant(name.to_owned())))
+            .ok_or_else(|| CompileError::new(at(), ErrorKind::UnknownVariant(name.to_owned())))
     };
     if flag.default_variant.is_empty() {
         return Err(CompileError::new(
@@ -821,11 +844,11 @@ fn compile_flag(
             ErrorKind::MissingField("default"),
         ));
     }
-    let default = variant(&flag.default_variant, place.clone().field("default"))?;
+    let default = variant(&flag.default_variant, &|| place.clone().field("default"))?;
     let off = if flag.off_variant.is_empty() {
         default
     } else {
-        variant(&flag.off_variant, place.clone().field("off"))?
+        variant(&flag.off_variant, &|| place.clone().field("off"))?
     };
 
     let mut prerequisites = Vec::with_capacity(flag.prerequisites.len());
@@ -856,7 +879,7 @@ fn compile_flag(
         let conditions = names.conditions(&rplace, &rule.conditions)?;
         let serve = match &rule.serve {
             Some(proto::targeting_rule::Serve::Variant(name)) => {
-                model::Serve::Variant(variant(name, rplace.clone().field("serve"))?)
+                model::Serve::Variant(variant(name, &|| rplace.clone().field("serve"))?)
             }
             Some(proto::targeting_rule::Serve::Rollout(ro)) => {
                 model::Serve::Rollout(rollout(&flag.key, &rplace, ro, &variant)?)
@@ -887,7 +910,7 @@ fn rollout(
     flag_key: &str,
     rplace: &Place,
     ro: &proto::Rollout,
-    variant: &dyn Fn(&str, Place) -> Result<usize, CompileError>,
+    variant: &VariantLookup<'_>,
 ) -> Result<model::Rollout, CompileError> {
     let wplace = || rplace.clone().field("serve.rollout.weights");
     let bad = |msg: String| CompileError::new(wplace(), ErrorKind::BadWeights(msg));
@@ -898,7 +921,7 @@ fn rollout(
     let mut total: u64 = 0;
     let mut buckets = Vec::with_capacity(ro.weights.len());
     for w in &ro.weights {
-        let idx = variant(&w.variant, wplace())?;
+        let idx = variant(&w.variant, &wplace)?;
         if seen.insert(idx, ()).is_some() {
             return Err(bad(format!("variant {:?} is weighted twice", w.variant)));
         }

@@ -1,5 +1,6 @@
 //! The one integration test binary: `cargo test` runs every module below.
 
+mod alloc;
 mod authoring;
 mod cli;
 mod signing;
