@@ -273,3 +273,10 @@ pub enum Scalar {
     /// A number (integers kept exact).
     Num(serde_json::Number),
 }
+
+// A compiled ruleset is shared across request threads behind an `Arc` and
+// swapped whole; this fails to compile if a field ever stops being Send + Sync.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Ruleset>();
+};
