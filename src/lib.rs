@@ -10,5 +10,6 @@
 //! - [`cli`]: the `flagbelt` command's subcommands (compile, inspect, eval, keys).
 
 pub mod cli;
+pub mod delivery;
 pub mod eval;
 pub mod ruleset;

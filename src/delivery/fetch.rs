@@ -1,0 +1,1 @@
+//! Failover and version arbitration across sources. (being written)

@@ -1,0 +1,1 @@
+//! Last-known-good persistence. (being written)

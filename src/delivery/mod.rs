@@ -1,0 +1,57 @@
+//! Delivery: getting verified rulesets from storage to every instance, and
+//! keeping them there when storage fails.
+//!
+//! Owns all storage I/O (sources), failover and version arbitration across
+//! sources, per-environment loading (lazy, coalesced, refreshed, evicted), and
+//! last-known-good persistence. It hands the HTTP layer immutable
+//! [`Snapshot`]s. It must not evaluate flags or write HTTP responses, and it
+//! never activates anything that `ruleset::verify` did not accept.
+
+pub mod fetch;
+pub mod lkg;
+pub mod source;
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::eval::model;
+
+/// One activated ruleset: immutable, shared behind an `Arc`, swapped whole.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Environment name.
+    pub environment: String,
+    /// Ruleset version.
+    pub version: u64,
+    /// SHA-256 of `ruleset_bytes` (as the manifest states and as checked).
+    pub sha256: [u8; 32],
+    /// When the publisher built the manifest (ms since the epoch).
+    pub published_at_ms: i64,
+    /// The evaluable model.
+    pub ruleset: model::Ruleset,
+    /// The exact stored ruleset bytes (served by `GET /v1/ruleset`, written to
+    /// last-known-good).
+    pub ruleset_bytes: Bytes,
+    /// The exact stored manifest bytes (written to last-known-good).
+    pub manifest_bytes: Bytes,
+    /// Where it came from.
+    pub origin: Origin,
+    /// When this instance fetched and verified it.
+    pub fetched_at: SystemTime,
+}
+
+/// Where a snapshot came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Origin {
+    /// A configured source, by label.
+    Source {
+        /// The source's label.
+        label: String,
+    },
+    /// This instance's last-known-good cache (no source answered at start).
+    LastKnownGood,
+    /// The baked bootstrap folder (no source and no cache).
+    Bootstrap,
+}
