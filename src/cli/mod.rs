@@ -7,9 +7,12 @@
 //! command leaves no partial output behind.
 
 mod compile;
+mod delivery_args;
 mod eval;
+mod fetch;
 mod inspect;
 mod keys;
+mod publish;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,9 +39,14 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Evaluate flags for a context, from YAML or from a compiled directory.
     Eval(eval::Args),
+    /// Load environments from the sources as a server would, and report.
+    Fetch(fetch::Args),
     /// Create API keys and signing keys.
     #[command(subcommand)]
     Keys(keys::Command),
+    /// Upload a compiled folder to every store (rulesets first, manifest last),
+    /// with a per-store report.
+    Publish(publish::Args),
 }
 
 /// Parses the command line, runs the command and maps failure to exit code 1
@@ -50,6 +58,8 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Keys(cmd) => keys::run(&cmd),
+        Command::Fetch(args) => fetch::run(&args),
+        Command::Publish(args) => publish::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

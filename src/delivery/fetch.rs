@@ -1,1 +1,875 @@
-//! Failover and version arbitration across sources. (being written)
+//! Failover and version arbitration across sources.
+//!
+//! Owns the *policy* of one poll of one environment over an ordered list of
+//! [`Source`]s: read every manifest concurrently (conditional on the ETag each
+//! source gave last time), verify each one, pick the highest version that
+//! verifies, fetch its ruleset with hedged reads, verify that, and hand back a
+//! [`Snapshot`] only when everything held. It also says, per source, what that
+//! source answered ([`SourceReport`]), for status pages and logs.
+//!
+//! Must not: touch storage except through [`Source`], decide anything that
+//! `ruleset::verify` decides (signatures, digests, version rules are applied by
+//! calling it, never re-implemented), activate or cache snapshots (the caller
+//! swaps them in), hold a lock across an `.await`, or panic. Metric labels are
+//! small fixed sets: never an environment, key or context.
+//!
+//! # Policy, in order
+//! 1. **Manifests, concurrently.** Every source is asked at once, each under its
+//!    own [`Source`] deadline. The poll waits at most
+//!    [`FetchOptions::manifest_wait`] in total, then goes on with what arrived,
+//!    so a black-holed source never delays a poll by more than that.
+//! 2. **Verify each manifest** with [`verify::verify_manifest`]. A rejected one
+//!    is reported and never used.
+//! 3. **Highest verified version wins** across all sources that answered: a
+//!    source that is up but stale cannot hold an instance back. Sources behind
+//!    the best version (or behind what is held) are reported `stale`.
+//! 4. **Version rules** ([`verify::check_version`]): the same version and digest
+//!    as held is [`PollOutcome::Unchanged`]; a lower version is never activated
+//!    (unless it is a signed rollback, which `check_version` decides); the held
+//!    version with another digest is a conflict and that manifest is rejected.
+//! 5. **Hedged ruleset read** from the sources that advertised exactly that
+//!    version and digest, in configured order: ask the first; after
+//!    [`FetchOptions::hedge_delay`] without an answer, or at once when it fails,
+//!    also ask the next. The first bytes that pass [`verify::verify_ruleset`] win.
+//! 6. **Fallback**: when no source can deliver a verifying ruleset for the best
+//!    version, the next-highest verified version is tried, as long as
+//!    `check_version` still accepts it.
+//!
+//! Time bound of a poll: `manifest_wait`, plus per version tried at most
+//! `(advertisers - 1) * hedge_delay` and one [`Source`] deadline for the
+//! ruleset. Nothing waits on a source without a deadline.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt as _};
+
+use crate::delivery::source::{Fetched, Source, SourceError, error_chain};
+use crate::delivery::{Origin, Snapshot};
+use crate::eval::model;
+use crate::ruleset::codec::LoadError;
+use crate::ruleset::verify::{self, TrustedKeys, VerifiedManifest, VerifyError, VersionDecision};
+use crate::ruleset::{hex, valid_env_name};
+
+/// Timing of one poll.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// How long the first ruleset read may go unanswered before the next source
+    /// that has the same ruleset is asked too. Default 200 ms.
+    pub hedge_delay: Duration,
+    /// How long a poll waits, in total, for all manifests before it goes on
+    /// with those that arrived. Default 1 s.
+    pub manifest_wait: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            hedge_delay: Duration::from_millis(200),
+            manifest_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Reads one environment from an ordered list of sources and decides what, if
+/// anything, to activate. Cheap to share; holds no per-environment state (that
+/// is the caller's [`PollState`]).
+#[derive(Debug)]
+pub struct Fetcher {
+    sources: Vec<Arc<Source>>,
+    trusted: TrustedKeys,
+    opts: FetchOptions,
+}
+
+/// What the caller currently serves for an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// The active ruleset version.
+    pub version: u64,
+    /// The active ruleset's SHA-256.
+    pub sha256: [u8; 32],
+}
+
+/// Per-environment memory of what each source said last (ETag, and the
+/// verified manifest or the reason it was rejected), so the next poll is a
+/// conditional GET; owned by the caller.
+///
+/// Use one `PollState` per environment and [`Fetcher`]. Given another
+/// environment or a fetcher with other sources, it forgets everything and the
+/// next poll reads every manifest in full.
+#[derive(Default)]
+pub struct PollState {
+    env: String,
+    slots: Vec<Slot>,
+}
+
+impl fmt::Debug for PollState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The manifest bytes are noise in a debug print; say what each source said.
+        let mut list = f.debug_list();
+        for s in &self.slots {
+            let said = match s.memory.as_ref().map(|m| &m.said) {
+                Some(Said::Verified { manifest, .. }) => format!("v{}", manifest.body.version),
+                Some(Said::Rejected { reason, .. }) => format!("rejected: {reason}"),
+                None => "-".to_owned(),
+            };
+            let etag = s.memory.as_ref().and_then(|m| m.etag.as_deref());
+            list.entry(&format_args!("{}: {said} (etag {etag:?})", s.label));
+        }
+        list.finish()?;
+        write!(f, " for {:?}", self.env)
+    }
+}
+
+/// What one source said last time, per slot (same index as the sources).
+struct Slot {
+    label: String,
+    memory: Option<Memory>,
+    /// The problem last logged at warn for this source, so a persistent problem
+    /// is logged once (and its end once), not on every poll.
+    warned: Option<String>,
+}
+
+struct Memory {
+    /// The ETag to send as `If-None-Match` (absent when the store sent none).
+    etag: Option<String>,
+    said: Said,
+}
+
+enum Said {
+    Verified {
+        manifest: Arc<VerifiedManifest>,
+        bytes: Bytes,
+    },
+    /// Remembered so that a 304 for a bad manifest stays a rejection without
+    /// re-reading (and re-counting) the same object.
+    Rejected { reason: String },
+}
+
+impl PollState {
+    /// Forgets everything when the environment or the source list changed.
+    fn align(&mut self, env: &str, sources: &[Arc<Source>]) {
+        let same = self.env == env
+            && self.slots.len() == sources.len()
+            && self
+                .slots
+                .iter()
+                .zip(sources)
+                .all(|(slot, src)| slot.label == src.label());
+        if !same {
+            self.env = env.to_owned();
+            self.slots = sources
+                .iter()
+                .map(|s| Slot {
+                    label: s.label().to_owned(),
+                    memory: None,
+                    warned: None,
+                })
+                .collect();
+        }
+    }
+}
+
+/// The result of one poll: what to do, and what each source said.
+#[derive(Debug)]
+pub struct PollReport {
+    /// What the caller should do.
+    pub outcome: PollOutcome,
+    /// One report per source, in configured order.
+    pub sources: Vec<SourceReport>,
+}
+
+/// What a poll decided.
+#[derive(Debug)]
+pub enum PollOutcome {
+    /// Nothing to activate; keep serving what is held. Also the answer when the
+    /// reachable sources are all behind what is held, and when a newer version
+    /// is advertised but its ruleset cannot be delivered while the held one is
+    /// still advertised (the source reports say why).
+    Unchanged,
+    /// A verified ruleset to activate (newer than held, or a signed rollback).
+    Activate(Box<Snapshot>),
+    /// Every source answered and none has this environment's manifest (or the
+    /// name cannot be an environment): safe to negative-cache.
+    NotFound,
+    /// Nothing usable: errors, timeouts, rejections, or no deliverable ruleset.
+    Unavailable,
+}
+
+impl PollOutcome {
+    /// A fixed metric label for the outcome.
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Unchanged => "unchanged",
+            Self::Activate(_) => "activate",
+            Self::NotFound => "not_found",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// What one source said in one poll.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceReport {
+    /// The source's label (no credentials).
+    pub label: String,
+    /// What it answered.
+    pub verdict: Verdict,
+    /// It answered, but is behind the best version seen (or behind what is
+    /// held), or lacks the environment that another source has.
+    pub stale: bool,
+}
+
+/// One source's answer in one poll.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
+pub enum Verdict {
+    /// A manifest that verified, with its version.
+    Version(u64),
+    /// The manifest did not change since the last poll (304, or 200 with the
+    /// same ETag); the version is the one it had then.
+    NotModified(u64),
+    /// The environment's manifest does not exist there.
+    NotFound,
+    /// The source failed or did not answer in time (manifest or ruleset read).
+    Error(String),
+    /// The source answered with a manifest or ruleset that failed verification.
+    Rejected(String),
+    /// The source was not asked (the environment name is invalid).
+    NotAsked,
+}
+
+/// One source's manifest, interpreted.
+enum Answer {
+    Manifest {
+        manifest: Arc<VerifiedManifest>,
+        bytes: Bytes,
+    },
+    NotFound,
+    Failed,
+}
+
+/// Sources that advertised the same (version, digest).
+struct Offer {
+    manifest: Arc<VerifiedManifest>,
+    manifest_bytes: Bytes,
+    /// Source indexes, in configured order.
+    sources: Vec<usize>,
+}
+
+impl Offer {
+    fn version(&self) -> u64 {
+        self.manifest.body.version
+    }
+}
+
+/// Why one ruleset read did not produce a verified model.
+enum RulesetFailure {
+    Read(SourceError),
+    Verify(VerifyError),
+    /// The verification task panicked or was cancelled.
+    Task,
+}
+
+impl Fetcher {
+    /// A fetcher over `sources` (in failover order), accepting manifests that
+    /// satisfy `trusted`.
+    pub fn new(sources: Vec<Arc<Source>>, trusted: TrustedKeys, opts: FetchOptions) -> Self {
+        Self {
+            sources,
+            trusted,
+            opts,
+        }
+    }
+
+    /// The sources, in configured order.
+    pub fn sources(&self) -> &[Arc<Source>] {
+        &self.sources
+    }
+
+    /// Polls `env` once: see the module docs for the policy. `held` is what the
+    /// caller serves now; `state` is this environment's memory from the last
+    /// poll (updated here). Never fails: problems are in the outcome and the
+    /// source reports.
+    pub async fn poll(&self, env: &str, held: Option<Held>, state: &mut PollState) -> PollReport {
+        let report = self.poll_inner(env, held, state).await;
+        metrics::counter!("flagbelt_fetch_polls_total", "outcome" => report.outcome.label())
+            .increment(1);
+        report
+    }
+
+    async fn poll_inner(&self, env: &str, held: Option<Held>, state: &mut PollState) -> PollReport {
+        if !valid_env_name(env) {
+            // No store can hold it (publishers validate names), so "not found"
+            // is exact, and answering without I/O keeps junk names from ever
+            // reaching storage.
+            return PollReport {
+                outcome: PollOutcome::NotFound,
+                sources: self
+                    .sources
+                    .iter()
+                    .map(|s| SourceReport {
+                        label: s.label().to_owned(),
+                        verdict: Verdict::NotAsked,
+                        stale: false,
+                    })
+                    .collect(),
+            };
+        }
+        state.align(env, &self.sources);
+
+        let (answers, mut verdicts) = self.read_manifests(env, state).await;
+        let offers = self.group_offers(env, &answers, &mut verdicts);
+        // The best version advertised by a manifest that verified (before the
+        // held-version rules): what staleness is measured against.
+        let best = offers.first().map(Offer::version);
+        let held_pair = held.map(|h| (h.version, h.sha256));
+
+        let mut outcome = None;
+        for offer in &offers {
+            match verify::check_version(held_pair, &offer.manifest) {
+                Ok(VersionDecision::Unchanged) => {
+                    outcome = Some(PollOutcome::Unchanged);
+                    break;
+                }
+                Ok(VersionDecision::Activate) => {
+                    if let Some(snap) = self.fetch_ruleset(env, offer, &mut verdicts).await {
+                        outcome = Some(PollOutcome::Activate(snap));
+                        break;
+                    }
+                    // Nobody could deliver this version: fall back to the next
+                    // one down, which check_version judges again.
+                }
+                Err(VerifyError::OlderVersion { .. }) => {
+                    // The best reachable version is below what is held and is
+                    // not a signed rollback. Offers further down are older
+                    // still; a rollback is honoured only when it is the highest
+                    // version reachable, i.e. when the publisher's current word.
+                    outcome = Some(PollOutcome::Unchanged);
+                    break;
+                }
+                Err(e) => {
+                    // VersionConflict: one version, two rulesets. Ours was
+                    // verified when activated, so the offer is the suspect one.
+                    for &i in &offer.sources {
+                        verdicts[i] = Verdict::Rejected(error_chain(&e));
+                    }
+                    reject_metric(&e);
+                }
+            }
+        }
+        let outcome = outcome.unwrap_or_else(|| {
+            if offers.is_empty() && answers.iter().all(|a| matches!(a, Answer::NotFound)) {
+                PollOutcome::NotFound
+            } else {
+                PollOutcome::Unavailable
+            }
+        });
+
+        // Staleness: behind the best advertised version, or behind what is held
+        // after this poll (a source that went back without a signed rollback).
+        let now_held = match &outcome {
+            PollOutcome::Activate(s) => Some(s.version),
+            _ => held.map(|h| h.version),
+        };
+        let reference = best.max(now_held);
+        let sources = verdicts
+            .into_iter()
+            .zip(&answers)
+            .enumerate()
+            .map(|(i, (verdict, answer))| {
+                let stale = match (answer, reference) {
+                    (Answer::Manifest { manifest, .. }, Some(r)) => {
+                        // A manifest rejected for a conflict says nothing about lag.
+                        manifest.body.version < r && !matches!(verdict, Verdict::Rejected(_))
+                    }
+                    (Answer::NotFound, Some(_)) => best.is_some(),
+                    _ => false,
+                };
+                SourceReport {
+                    label: self.sources[i].label().to_owned(),
+                    verdict,
+                    stale,
+                }
+            })
+            .collect::<Vec<_>>();
+        log_transitions(env, &sources, reference, state);
+        PollReport { outcome, sources }
+    }
+
+    /// Reads every manifest concurrently for at most `manifest_wait`, and
+    /// interprets each answer (updating `state`).
+    async fn read_manifests(
+        &self,
+        env: &str,
+        state: &mut PollState,
+    ) -> (Vec<Answer>, Vec<Verdict>) {
+        let deadline = tokio::time::Instant::now() + self.opts.manifest_wait;
+        let mut pending: FuturesUnordered<_> = self
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, src)| {
+                let src = Arc::clone(src);
+                let env = env.to_owned();
+                let etag = state.slots[i].memory.as_ref().and_then(|m| m.etag.clone());
+                // Spawned, not just polled here: a read still running when
+                // manifest_wait ends is detached rather than cancelled, so it
+                // finishes under its own Source deadline and the source's health
+                // counters record the timeout. Its answer is not used.
+                let task =
+                    tokio::spawn(async move { src.get_manifest(&env, etag.as_deref()).await });
+                async move { (i, task.await) }
+            })
+            .collect();
+        let mut raw: Vec<Option<_>> = self.sources.iter().map(|_| None).collect();
+        while let Ok(Some((i, result))) = tokio::time::timeout_at(deadline, pending.next()).await {
+            raw[i] = Some(result);
+        }
+        drop(pending);
+
+        let mut answers = Vec::with_capacity(raw.len());
+        let mut verdicts = Vec::with_capacity(raw.len());
+        for (i, result) in raw.into_iter().enumerate() {
+            let slot = &mut state.slots[i];
+            let (answer, verdict) = match result {
+                None => (
+                    Answer::Failed,
+                    Verdict::Error(format!("no answer within {:?}", self.opts.manifest_wait)),
+                ),
+                Some(Err(_join)) => (
+                    Answer::Failed,
+                    Verdict::Error("manifest read task failed".to_owned()),
+                ),
+                Some(Ok(Err(SourceError::NotFound))) => {
+                    slot.memory = None;
+                    (Answer::NotFound, Verdict::NotFound)
+                }
+                // Keep the memory: the ETag is still right once the source is back.
+                Some(Ok(Err(e))) => (Answer::Failed, Verdict::Error(error_chain(&e))),
+                Some(Ok(Ok(Fetched::NotModified))) => match slot.memory.as_ref().map(|m| &m.said) {
+                    Some(Said::Verified { manifest, bytes }) => (
+                        Answer::Manifest {
+                            manifest: Arc::clone(manifest),
+                            bytes: bytes.clone(),
+                        },
+                        Verdict::NotModified(manifest.body.version),
+                    ),
+                    Some(Said::Rejected { reason }) => {
+                        (Answer::Failed, Verdict::Rejected(reason.clone()))
+                    }
+                    None => {
+                        // Cannot happen (no ETag was sent), but a store could
+                        // misbehave: read in full next time.
+                        slot.memory = None;
+                        (
+                            Answer::Failed,
+                            Verdict::Error("not modified, but nothing remembered".to_owned()),
+                        )
+                    }
+                },
+                Some(Ok(Ok(Fetched::Object { bytes, etag }))) => {
+                    self.interpret_manifest(env, slot, bytes, etag)
+                }
+            };
+            answers.push(answer);
+            verdicts.push(verdict);
+        }
+        (answers, verdicts)
+    }
+
+    /// Verifies fresh manifest bytes from one source and remembers the result.
+    fn interpret_manifest(
+        &self,
+        env: &str,
+        slot: &mut Slot,
+        bytes: Bytes,
+        etag: Option<String>,
+    ) -> (Answer, Verdict) {
+        // A store that ignores If-None-Match and changes ETags on identical
+        // content (re-uploads) still gets no second signature check.
+        if let Some(Memory {
+            said:
+                Said::Verified {
+                    manifest,
+                    bytes: old,
+                },
+            ..
+        }) = &slot.memory
+            && *old == bytes
+        {
+            let manifest = Arc::clone(manifest);
+            let version = manifest.body.version;
+            slot.memory = Some(Memory {
+                etag,
+                said: Said::Verified {
+                    manifest: Arc::clone(&manifest),
+                    bytes: bytes.clone(),
+                },
+            });
+            return (
+                Answer::Manifest { manifest, bytes },
+                Verdict::Version(version),
+            );
+        }
+        match verify::verify_manifest(&bytes, env, &self.trusted) {
+            Ok(m) => {
+                let manifest = Arc::new(m);
+                let version = manifest.body.version;
+                slot.memory = Some(Memory {
+                    etag,
+                    said: Said::Verified {
+                        manifest: Arc::clone(&manifest),
+                        bytes: bytes.clone(),
+                    },
+                });
+                (
+                    Answer::Manifest { manifest, bytes },
+                    Verdict::Version(version),
+                )
+            }
+            Err(e) => {
+                reject_metric(&e);
+                let reason = format!("manifest: {}", error_chain(&e));
+                slot.memory = Some(Memory {
+                    etag,
+                    said: Said::Rejected {
+                        reason: reason.clone(),
+                    },
+                });
+                (Answer::Failed, Verdict::Rejected(reason))
+            }
+        }
+    }
+
+    /// Groups verified manifests by (version, digest), best first. When two
+    /// sources name different rulesets for one version, one offer is kept
+    /// (by a rule that does not depend on which sources answered first) and
+    /// the others are rejected.
+    fn group_offers(&self, env: &str, answers: &[Answer], verdicts: &mut [Verdict]) -> Vec<Offer> {
+        let mut offers: Vec<Offer> = Vec::new();
+        for (i, answer) in answers.iter().enumerate() {
+            let Answer::Manifest { manifest, bytes } = answer else {
+                continue;
+            };
+            let same = offers.iter_mut().find(|o| {
+                o.manifest.body.version == manifest.body.version
+                    && o.manifest.sha256 == manifest.sha256
+            });
+            match same {
+                Some(o) => o.sources.push(i),
+                None => offers.push(Offer {
+                    manifest: Arc::clone(manifest),
+                    manifest_bytes: bytes.clone(),
+                    sources: vec![i],
+                }),
+            }
+        }
+        // Highest version first. Same version, different rulesets (two
+        // publishers collided): the later publish wins, then the larger digest,
+        // so every instance that sees both picks the same one.
+        offers.sort_by(|a, b| {
+            b.version()
+                .cmp(&a.version())
+                .then(
+                    b.manifest
+                        .body
+                        .published_at_ms
+                        .cmp(&a.manifest.body.published_at_ms),
+                )
+                .then(b.manifest.sha256.cmp(&a.manifest.sha256))
+        });
+        let mut kept: Vec<Offer> = Vec::with_capacity(offers.len());
+        for offer in offers {
+            match kept.last() {
+                Some(winner) if winner.version() == offer.version() => {
+                    let reason = format!(
+                        "manifest: version {} names ruleset SHA-256 {}, but another source names {}",
+                        offer.version(),
+                        hex::encode(&offer.manifest.sha256),
+                        hex::encode(&winner.manifest.sha256),
+                    );
+                    tracing::error!(
+                        env,
+                        version = offer.version(),
+                        "sources disagree on the ruleset of one version"
+                    );
+                    metrics::counter!("flagbelt_fetch_rejected_total", "reason" => "version_conflict")
+                        .increment(1);
+                    for &i in &offer.sources {
+                        verdicts[i] = Verdict::Rejected(reason.clone());
+                    }
+                }
+                _ => kept.push(offer),
+            }
+        }
+        kept
+    }
+
+    /// Hedged read of `offer`'s ruleset from the sources that advertised it.
+    /// Returns the snapshot built from the first bytes that verify; records
+    /// each failing source's verdict.
+    async fn fetch_ruleset(
+        &self,
+        env: &str,
+        offer: &Offer,
+        verdicts: &mut [Verdict],
+    ) -> Option<Box<Snapshot>> {
+        let version = offer.version();
+        let mut queue = offer.sources.clone().into_iter();
+        let mut pending = FuturesUnordered::new();
+        pending.push(self.read_ruleset(queue.next()?, env, offer));
+        let mut hedge_at = self.next_hedge(&queue);
+        loop {
+            // Invariant: `pending` is not empty here (pushed above, and every
+            // path below that empties it either pushes again or returns).
+            let hedge = async move {
+                match hedge_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                Some((i, result)) = pending.next() => match result {
+                    Ok((bytes, model)) => {
+                        let label = self.sources[i].label().to_owned();
+                        return Some(Box::new(Snapshot {
+                            environment: env.to_owned(),
+                            version,
+                            sha256: offer.manifest.sha256,
+                            published_at_ms: offer.manifest.body.published_at_ms,
+                            ruleset: model,
+                            ruleset_bytes: bytes,
+                            manifest_bytes: offer.manifest_bytes.clone(),
+                            origin: Origin::Source { label },
+                            fetched_at: SystemTime::now(),
+                        }));
+                    }
+                    Err(failure) => {
+                        verdicts[i] = match failure {
+                            RulesetFailure::Read(e) => {
+                                Verdict::Error(format!("ruleset v{version}: {}", error_chain(&e)))
+                            }
+                            RulesetFailure::Verify(e) => {
+                                reject_metric(&e);
+                                Verdict::Rejected(format!("ruleset v{version}: {}", error_chain(&e)))
+                            }
+                            RulesetFailure::Task => {
+                                Verdict::Error(format!("ruleset v{version}: verification task failed"))
+                            }
+                        };
+                        // A failure hedges at once rather than after the delay.
+                        if let Some(next) = queue.next() {
+                            pending.push(self.read_ruleset(next, env, offer));
+                            hedge_at = self.next_hedge(&queue);
+                        } else if pending.is_empty() {
+                            return None;
+                        }
+                    }
+                },
+                () = hedge => {
+                    if let Some(next) = queue.next() {
+                        pending.push(self.read_ruleset(next, env, offer));
+                    }
+                    hedge_at = self.next_hedge(&queue);
+                }
+            }
+        }
+    }
+
+    /// When to ask the next source, if there is one left.
+    fn next_hedge(&self, queue: &std::vec::IntoIter<usize>) -> Option<tokio::time::Instant> {
+        (queue.len() > 0).then(|| tokio::time::Instant::now() + self.opts.hedge_delay)
+    }
+
+    /// Reads and verifies `offer`'s ruleset from source `i`.
+    async fn read_ruleset(
+        &self,
+        i: usize,
+        env: &str,
+        offer: &Offer,
+    ) -> (usize, Result<(Bytes, model::Ruleset), RulesetFailure>) {
+        let source = &self.sources[i];
+        let bytes = match source
+            .get_ruleset(env, &offer.manifest.body.ruleset_path)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => return (i, Err(RulesetFailure::Read(e))),
+        };
+        // Hashing, decoding and compiling a large ruleset is tens of
+        // milliseconds of CPU: keep it off the async workers.
+        let manifest = Arc::clone(&offer.manifest);
+        let checked = bytes.clone();
+        let verified = tokio::task::spawn_blocking(move || {
+            verify::verify_ruleset(&manifest, &checked).map(|(_, model)| model)
+        })
+        .await;
+        let result = match verified {
+            Ok(Ok(model)) => Ok((bytes, model)),
+            Ok(Err(e)) => Err(RulesetFailure::Verify(e)),
+            Err(_join) => Err(RulesetFailure::Task),
+        };
+        (i, result)
+    }
+}
+
+/// Counts one rejected object under a fixed reason label.
+fn reject_metric(e: &VerifyError) {
+    let reason = match e {
+        VerifyError::Decode(_) | VerifyError::Load(LoadError::Decode(_)) => "decode",
+        VerifyError::Load(LoadError::Invalid(_)) => "invalid",
+        VerifyError::UnsupportedFormat { .. } => "format",
+        VerifyError::EnvMismatch { .. } => "environment",
+        VerifyError::VersionMismatch { .. } => "version_mismatch",
+        VerifyError::BadDigestLength { .. } | VerifyError::DigestMismatch { .. } => "digest",
+        VerifyError::SizeMismatch { .. } => "size",
+        VerifyError::BadSignature { .. } => "signature",
+        VerifyError::Unsigned { .. } => "unsigned",
+        VerifyError::BadPath { .. } => "path",
+        VerifyError::VersionConflict { .. } => "version_conflict",
+        VerifyError::OlderVersion { .. } => "older_version",
+    };
+    metrics::counter!("flagbelt_fetch_rejected_total", "reason" => reason).increment(1);
+}
+
+/// Logs each source's problem at warn when it starts or changes, and at info
+/// when it ends. Why transitions: a poll loop over thousands of environments
+/// would otherwise repeat the same warning every few seconds; the metrics and
+/// the source reports still show every poll.
+fn log_transitions(
+    env: &str,
+    sources: &[SourceReport],
+    reference: Option<u64>,
+    state: &mut PollState,
+) {
+    for (report, slot) in sources.iter().zip(&mut state.slots) {
+        let problem = match &report.verdict {
+            Verdict::Rejected(reason) => Some(format!("rejected: {reason}")),
+            Verdict::Error(e) => Some(format!("unavailable: {e}")),
+            Verdict::Version(v) | Verdict::NotModified(v) if report.stale => Some(format!(
+                "stale: has version {v}, best known is {}",
+                reference.unwrap_or(0)
+            )),
+            Verdict::NotFound if report.stale => {
+                Some("stale: has no manifest, but another source does".to_owned())
+            }
+            _ => None,
+        };
+        if problem == slot.warned {
+            continue;
+        }
+        match &problem {
+            Some(p) => tracing::warn!(env, source = %report.label, problem = %p, "source problem"),
+            None => tracing::info!(env, source = %report.label, "source recovered"),
+        }
+        slot.warned = problem;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::{authoring, codec, keys, manifest};
+    use object_store::memory::InMemory;
+
+    fn ruleset(env: &str, version: u64) -> Vec<u8> {
+        let yaml = format!(
+            "environment: {env}\nversion: {version}\nflags:\n  f:\n    variants: {{on: true, off: false}}\n    default: on\n"
+        );
+        let (pb, _) = authoring::compile_yaml(&yaml, 0).unwrap();
+        codec::encode_ruleset(&pb)
+    }
+
+    async fn publish(src: &Source, env: &str, version: u64, key: &ed25519_dalek::SigningKey) {
+        let rs = ruleset(env, version);
+        let m = manifest::build(env, version, &rs, 7, false, std::slice::from_ref(key));
+        src.put(env, &manifest::ruleset_path(version), rs.into())
+            .await
+            .unwrap();
+        src.put(env, "manifest.pb", codec::encode_manifest(&m).into())
+            .await
+            .unwrap();
+    }
+
+    fn source(label: &str) -> Arc<Source> {
+        Arc::new(Source::new(
+            label,
+            Arc::new(InMemory::new()),
+            "",
+            Duration::from_secs(1),
+        ))
+    }
+
+    #[tokio::test]
+    async fn highest_version_wins_and_the_lagging_source_is_stale() {
+        let key = keys::new_signing_key();
+        let (a, b) = (source("a"), source("b"));
+        publish(&a, "prod", 1, &key).await;
+        publish(&b, "prod", 2, &key).await;
+        let f = Fetcher::new(
+            vec![a, b],
+            TrustedKeys::from_keys(vec![key.verifying_key()]),
+            FetchOptions::default(),
+        );
+        let mut state = PollState::default();
+        let r = f.poll("prod", None, &mut state).await;
+        let PollOutcome::Activate(snap) = r.outcome else {
+            panic!("{r:?}")
+        };
+        assert_eq!(snap.version, 2);
+        assert_eq!(
+            snap.origin,
+            Origin::Source {
+                label: "b".to_owned()
+            }
+        );
+        assert_eq!(r.sources[0].verdict, Verdict::Version(1));
+        assert!(r.sources[0].stale);
+        assert_eq!(r.sources[1].verdict, Verdict::Version(2));
+        assert!(!r.sources[1].stale);
+
+        // Second poll: conditional reads, nothing to do.
+        let held = Held {
+            version: snap.version,
+            sha256: snap.sha256,
+        };
+        let r = f.poll("prod", Some(held), &mut state).await;
+        assert!(matches!(r.outcome, PollOutcome::Unchanged), "{r:?}");
+        assert_eq!(r.sources[0].verdict, Verdict::NotModified(1));
+        assert_eq!(r.sources[1].verdict, Verdict::NotModified(2));
+        assert!(format!("{state:?}").contains("a: v1"));
+    }
+
+    #[tokio::test]
+    async fn invalid_env_names_are_not_found_without_io() {
+        let f = Fetcher::new(
+            vec![source("a")],
+            TrustedKeys::none(),
+            FetchOptions::default(),
+        );
+        let r = f.poll("../etc", None, &mut PollState::default()).await;
+        assert!(matches!(r.outcome, PollOutcome::NotFound));
+        assert_eq!(r.sources[0].verdict, Verdict::NotAsked);
+        assert_eq!(f.sources()[0].health().not_found, 0);
+    }
+
+    #[test]
+    fn verdicts_serialize_with_a_kind() {
+        let v = serde_json::to_value(SourceReport {
+            label: "s3://b".into(),
+            verdict: Verdict::Version(3),
+            stale: false,
+        })
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"label": "s3://b", "verdict": {"kind": "version", "detail": 3}, "stale": false})
+        );
+        let v = serde_json::to_value(Verdict::NotFound).unwrap();
+        assert_eq!(v, serde_json::json!({"kind": "not_found"}));
+    }
+}

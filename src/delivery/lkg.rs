@@ -1,1 +1,271 @@
-//! Last-known-good persistence. (being written)
+//! Last-known-good: a local copy of every activated ruleset, in the stored
+//! layout, so an instance that starts while no source answers can still serve.
+//!
+//! Owns the cache folder: writing `<dir>/<env>/rulesets/<version>.pb` and then
+//! `<dir>/<env>/manifest.pb`, each atomically and durably (temp file in the same
+//! folder, write, fsync, rename, fsync the folder), pruning older rulesets, and
+//! opening the folder as a [`Source`].
+//!
+//! Must not: decide whether a cached copy is usable. Reading goes through
+//! [`LastKnownGood::source`] and the same `fetch`/`verify` path as any remote
+//! source (signatures, digest, version rules), so a tampered or half-written
+//! cache is rejected like a tampered bucket. It never blocks an async worker on
+//! file I/O (writes run in `spawn_blocking`).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+
+use crate::delivery::Snapshot;
+use crate::delivery::source::Source;
+use crate::ruleset::{manifest, valid_env_name};
+
+/// Prefix of the label of [`LastKnownGood::source`] (`last-known-good:<dir>`).
+pub const LABEL_PREFIX: &str = "last-known-good:";
+
+/// Marks temp files; a crash can leave one behind, and pruning removes it later.
+const TMP_MARKER: &str = ".tmp-";
+
+/// Temp files older than this are leftovers of a crashed write.
+const TMP_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// The last-known-good cache folder.
+#[derive(Debug, Clone)]
+pub struct LastKnownGood {
+    dir: PathBuf,
+    /// Serialises writers (held only inside the blocking task, never across an
+    /// await): two stores of one environment racing could otherwise leave a
+    /// manifest whose ruleset the other one pruned.
+    lock: Arc<Mutex<()>>,
+}
+
+/// The cache folder cannot be opened as a source.
+#[derive(Debug, thiserror::Error)]
+pub enum LkgError {
+    /// The folder does not exist and cannot be created.
+    #[error("cannot create the last-known-good folder {}", dir.display())]
+    CreateDir {
+        /// The folder.
+        dir: PathBuf,
+        /// The file system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The folder exists but object_store cannot open it.
+    #[error("cannot open the last-known-good folder {}", dir.display())]
+    Open {
+        /// The folder.
+        dir: PathBuf,
+        /// object_store's error.
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+impl LastKnownGood {
+    /// A cache in `dir` (created on first write or by [`Self::source`]).
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// The cache folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `snap` in the stored layout: the ruleset first, then the
+    /// manifest (the same order as publishing, so a crash in between leaves
+    /// the previous manifest and a harmless extra ruleset), each atomically.
+    /// Then removes the environment's other rulesets and stale temp files.
+    ///
+    /// A failure to prune is logged, not returned: the snapshot is stored.
+    pub async fn store(&self, snap: &Snapshot) -> io::Result<()> {
+        if !valid_env_name(&snap.environment) {
+            // The name becomes a folder: never let it leave the cache.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid environment name {:?}", snap.environment),
+            ));
+        }
+        let job = StoreJob {
+            dir: self.dir.clone(),
+            env: snap.environment.clone(),
+            version: snap.version,
+            ruleset: snap.ruleset_bytes.clone(),
+            manifest: snap.manifest_bytes.clone(),
+        };
+        let lock = Arc::clone(&self.lock);
+        tokio::task::spawn_blocking(move || {
+            // The guarded data is `()`: a panicking holder cannot corrupt it.
+            let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            job.run()
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// The cache as a [`Source`] labelled `last-known-good:<dir>`, read through
+    /// the same verification as any other source. Creates the folder if it is
+    /// missing (an empty cache is simply "not found" for every environment).
+    pub fn source(&self, timeout: Duration) -> Result<Source, LkgError> {
+        fs::create_dir_all(&self.dir).map_err(|source| LkgError::CreateDir {
+            dir: self.dir.clone(),
+            source,
+        })?;
+        let store =
+            LocalFileSystem::new_with_prefix(&self.dir).map_err(|source| LkgError::Open {
+                dir: self.dir.clone(),
+                source,
+            })?;
+        Ok(Source::new(
+            format!("{LABEL_PREFIX}{}", self.dir.display()),
+            Arc::new(store),
+            "",
+            timeout,
+        ))
+    }
+}
+
+/// One store, owned so it can move into a blocking task.
+struct StoreJob {
+    dir: PathBuf,
+    env: String,
+    version: u64,
+    ruleset: Bytes,
+    manifest: Bytes,
+}
+
+impl StoreJob {
+    fn run(self) -> io::Result<()> {
+        let env_dir = self.dir.join(&self.env);
+        // `rulesets/<version>.pb`, from the one definition of the layout.
+        let ruleset_rel = PathBuf::from(manifest::ruleset_path(self.version));
+        let ruleset_file = env_dir.join(&ruleset_rel);
+        let (Some(rulesets_dir), Some(ruleset_name)) =
+            (ruleset_file.parent(), ruleset_file.file_name())
+        else {
+            return Err(io::Error::other("ruleset path has no folder or file name"));
+        };
+        let new_env = !env_dir.exists();
+        fs::create_dir_all(rulesets_dir)?;
+        if new_env {
+            // Make the new folders themselves durable.
+            sync_dir(&self.dir)?;
+            sync_dir(&env_dir)?;
+        }
+        write_atomic(rulesets_dir, ruleset_name, &self.ruleset)?;
+        write_atomic(&env_dir, "manifest.pb".as_ref(), &self.manifest)?;
+        if let Err(e) = prune(rulesets_dir, ruleset_name) {
+            tracing::warn!(env = %self.env, error = %e, "could not prune old last-known-good rulesets");
+        }
+        Ok(())
+    }
+}
+
+/// Writes `dir/name` so that readers see the old file or the new one, never a
+/// part, and the new one survives a crash once this returns.
+fn write_atomic(dir: &Path, name: &std::ffi::OsStr, bytes: &[u8]) -> io::Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!("{TMP_MARKER}{}-{n}", std::process::id()));
+    // Same folder as the target: rename is atomic only within one file system.
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, dir.join(name))?;
+        // The rename is durable only once the folder entry is.
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes every `*.pb` in `rulesets_dir` except `keep`, and temp files left
+/// by crashed writes.
+fn prune(rulesets_dir: &Path, keep: &std::ffi::OsStr) -> io::Result<()> {
+    for entry in fs::read_dir(rulesets_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let text = name.to_string_lossy();
+        let remove = if text.contains(TMP_MARKER) {
+            // Only old ones: a young temp file may be another process's write.
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > TMP_MAX_AGE)
+        } else {
+            text.ends_with(".pb") && name != keep
+        };
+        if remove {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    // Folders cannot be opened for fsync here; rename durability is the file
+    // system's.
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "m.pb".as_ref(), b"one").unwrap();
+        write_atomic(dir.path(), "m.pb".as_ref(), b"two").unwrap();
+        assert_eq!(fs::read(dir.path().join("m.pb")).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("m.pb")]);
+    }
+
+    #[test]
+    fn prune_keeps_the_current_ruleset_and_young_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["1.pb", "2.pb", "3.pb", ".3.pb.tmp-1-0", "notes.txt"] {
+            fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        prune(dir.path(), "3.pb".as_ref()).unwrap();
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![".3.pb.tmp-1-0", "3.pb", "notes.txt"]);
+    }
+}

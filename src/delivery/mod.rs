@@ -7,6 +7,9 @@
 //! [`Snapshot`]s. It must not evaluate flags or write HTTP responses, and it
 //! never activates anything that `ruleset::verify` did not accept.
 
+pub mod config;
+pub mod environments;
+pub mod faults;
 pub mod fetch;
 pub mod lkg;
 pub mod source;

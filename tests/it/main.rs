@@ -3,5 +3,7 @@
 mod alloc;
 mod authoring;
 mod cli;
+mod failover;
 mod signing;
+mod stores;
 mod vectors;
