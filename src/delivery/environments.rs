@@ -288,6 +288,14 @@ impl Delivery {
         out
     }
 
+    /// Runs the cache's pending housekeeping now (evictions of idle
+    /// environments); it also runs on its own as the cache is used.
+    pub async fn run_maintenance(&self) {
+        self.envs.run_pending_tasks().await;
+        self.negative.run_pending_tasks().await;
+        metrics::gauge!("flagbelt_environments_loaded").set(self.envs.entry_count() as f64);
+    }
+
     /// The configured sources (for status).
     pub fn fetcher(&self) -> &Fetcher {
         &self.main
@@ -324,7 +332,8 @@ impl Delivery {
                 Arc::new(Environment::new(snap, state, sources))
             }
             PollOutcome::NotFound => {
-                metrics::counter!("flagbelt_env_loads_total", "outcome" => "not_found").increment(1);
+                metrics::counter!("flagbelt_env_loads_total", "outcome" => "not_found")
+                    .increment(1);
                 return Err(EnvError::NotFound);
             }
             PollOutcome::Unchanged | PollOutcome::Unavailable => {
@@ -450,8 +459,7 @@ impl Delivery {
     }
 }
 
-/// Label prefix of the last-known-good source (see `lkg`).
-const LKG_LABEL_PREFIX: &str = "last-known-good";
+use super::lkg::LABEL_PREFIX as LKG_LABEL_PREFIX;
 
 /// Interval with jitter; doubling per failure up to `max_backoff`.
 fn next_delay(opts: &DeliveryOptions, failures: u32) -> Duration {
@@ -515,7 +523,12 @@ struct NegativeExpiry {
 }
 
 impl moka::Expiry<String, EnvError> for NegativeExpiry {
-    fn expire_after_create(&self, _: &String, value: &EnvError, _: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        value: &EnvError,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
         Some(match value {
             EnvError::NotFound => self.not_found,
             EnvError::Unavailable => self.unavailable,

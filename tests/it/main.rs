@@ -3,6 +3,7 @@
 mod alloc;
 mod authoring;
 mod cli;
+mod environments;
 mod failover;
 mod signing;
 mod stores;
