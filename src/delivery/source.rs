@@ -972,6 +972,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn http_user_information_becomes_basic_auth() {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+                head.push(byte[0]);
+            }
+            conn.write_all(
+                b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
+            .unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        let url = format!("http://alice:s3cr3t%2Fx@127.0.0.1:{port}/base");
+        let s = Source::from_url(&url, &opts()).unwrap();
+        assert_eq!(s.label(), format!("http://127.0.0.1:{port}/base"));
+        let got = s.get_manifest("prod", None).await;
+        assert!(matches!(got, Err(SourceError::NotFound)), "{got:?}");
+        let head = server.join().unwrap().to_ascii_lowercase();
+        assert!(
+            head.starts_with("get /base/prod/manifest.pb http/1.1\r\n"),
+            "{head}"
+        );
+        // base64("alice:s3cr3t/x")
+        assert!(
+            head.contains("authorization: basic ywxpy2u6cznjcjn0l3g=\r\n"),
+            "{head}"
+        );
+    }
+
+    #[tokio::test]
     async fn file_sources_read_write_and_revalidate() {
         let dir = tempfile::tempdir().unwrap();
         let url = Url::from_directory_path(dir.path()).unwrap().to_string();

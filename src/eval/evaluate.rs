@@ -938,7 +938,7 @@ mod tests {
                 ],
                 negate: true,
             }),
-            Box::new(|| Test::Matches(vec![Regex::new("^a.*z$").unwrap()])),
+            Box::new(|| Test::Matches(vec![std::sync::Arc::new(Regex::new("^a.*z$").unwrap())])),
             Box::new(|| Test::Number {
                 cmp: Cmp::Gte,
                 values: vec![0.0, -1e300],

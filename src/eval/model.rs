@@ -8,6 +8,7 @@
 //! across threads behind an `Arc`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use regex::Regex;
 use serde_json::Value;
@@ -160,22 +161,23 @@ pub enum Condition {
     },
 }
 
-/// An attribute name, pre-split for lookup.
+/// An attribute name. Compilation shares one `Arc<str>` per distinct name
+/// within a ruleset; the dotted walk splits the name at lookup time, which
+/// allocates nothing and keeps the model small.
 #[derive(Debug, Clone)]
 pub struct Attr {
     /// The whole name, looked up first as one top-level key.
-    pub name: String,
-    /// The name split on dots; used when the whole name is not a top-level key
-    /// and the name has more than one part.
-    pub path: Vec<String>,
+    pub name: Arc<str>,
+    /// The name has a dot, so a nested walk is tried when the flat key is absent.
+    pub nested: bool,
 }
 
 impl Attr {
-    /// Splits `name` for nested lookup.
+    /// An attribute named `name`.
     pub fn new(name: &str) -> Self {
         Self {
-            name: name.to_owned(),
-            path: name.split('.').map(str::to_owned).collect(),
+            name: Arc::from(name),
+            nested: name.contains('.'),
         }
     }
 }
@@ -212,8 +214,9 @@ pub enum Test {
         /// Negated form (`not_contains`).
         negate: bool,
     },
-    /// `matches`: unanchored regex search.
-    Matches(Vec<Regex>),
+    /// `matches`: unanchored regex search. Shared (`Arc`), so every use of one
+    /// pattern shares one compiled automaton and one cache pool.
+    Matches(Vec<Arc<Regex>>),
     /// `lt lte gt gte` on f64.
     Number {
         /// Comparison.

@@ -435,7 +435,12 @@ mod tests {
     }
 
     fn matches(patterns: &[&str]) -> Test {
-        Test::Matches(patterns.iter().map(|p| Regex::new(p).unwrap()).collect())
+        Test::Matches(
+            patterns
+                .iter()
+                .map(|p| std::sync::Arc::new(Regex::new(p).unwrap()))
+                .collect(),
+        )
     }
 
     /// Runs `(attribute value, expected)` rows; `Value::Null` stands for missing.

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use regex::{Regex, RegexBuilder};
 use serde_json::Value;
@@ -304,7 +304,7 @@ pub fn compile(rs: &proto::Ruleset) -> Result<model::Ruleset, CompileError> {
     }
     let names = Names {
         segments: &segment_index,
-        regexes: RefCell::default(),
+        attrs: RefCell::default(),
     };
 
     let mut segments = Vec::with_capacity(rs.segments.len());
@@ -461,9 +461,8 @@ fn valid_origin(origin: &str) -> bool {
 /// Name lookups shared by flag and segment conditions.
 struct Names<'a> {
     segments: &'a HashMap<&'a str, usize>,
-    /// Regexes compiled so far, by pattern. Rulesets repeat patterns across
-    /// flags, and compiling a regex costs far more than cloning one (an `Arc`).
-    regexes: RefCell<HashMap<String, Regex>>,
+    /// Attribute names seen so far: one shared `Arc<str>` per distinct name.
+    attrs: RefCell<HashMap<String, Attr>>,
 }
 
 impl Names<'_> {
@@ -495,9 +494,7 @@ impl Names<'_> {
         match &cond.kind {
             Some(Kind::Segment(name)) => segment(name, false, "segment"),
             Some(Kind::NotSegment(name)) => segment(name, true, "not_segment"),
-            Some(Kind::Attribute(t)) => {
-                attribute_test(place, t, &self.regexes).map(Condition::Attr)
-            }
+            Some(Kind::Attribute(t)) => attribute_test(place, t, &self.attrs).map(Condition::Attr),
             None => Err(CompileError::new(
                 place.clone(),
                 ErrorKind::MissingField("attr or segment"),
@@ -509,7 +506,7 @@ impl Names<'_> {
 fn attribute_test(
     place: &Place,
     t: &proto::AttributeTest,
-    regexes: &RefCell<HashMap<String, Regex>>,
+    attrs: &RefCell<HashMap<String, Attr>>,
 ) -> Result<model::AttrTest, CompileError> {
     if t.attr.is_empty() {
         return Err(CompileError::new(
@@ -601,29 +598,21 @@ fn attribute_test(
             strings()?
                 .into_iter()
                 .map(|pattern| {
-                    if let Some(re) = regexes.borrow().get(&pattern) {
-                        return Ok(re.clone());
-                    }
-                    let re = RegexBuilder::new(&pattern)
-                        .size_limit(REGEX_SIZE_LIMIT)
-                        .build()
-                        .map_err(|e| {
-                            CompileError::new(
-                                vplace(),
-                                ErrorKind::BadRegex {
-                                    reason: e
-                                        .to_string()
-                                        .lines()
-                                        .last()
-                                        .unwrap_or_default()
-                                        .trim()
-                                        .to_owned(),
-                                    pattern: pattern.clone(),
-                                },
-                            )
-                        })?;
-                    regexes.borrow_mut().insert(pattern, re.clone());
-                    Ok(re)
+                    shared_regex(&pattern).map_err(|e| {
+                        CompileError::new(
+                            vplace(),
+                            ErrorKind::BadRegex {
+                                reason: e
+                                    .to_string()
+                                    .lines()
+                                    .last()
+                                    .unwrap_or_default()
+                                    .trim()
+                                    .to_owned(),
+                                pattern: pattern.clone(),
+                            },
+                        )
+                    })
                 })
                 .collect::<Result<_, _>>()?,
         ),
@@ -680,10 +669,44 @@ fn attribute_test(
                 .collect::<Result<_, _>>()?,
         },
     };
-    Ok(model::AttrTest {
-        attr: Attr::new(&t.attr),
-        test,
-    })
+    let attr = attrs
+        .borrow_mut()
+        .entry(t.attr.clone())
+        .or_insert_with(|| Attr::new(&t.attr))
+        .clone();
+    Ok(model::AttrTest { attr, test })
+}
+
+/// Most distinct patterns kept in [`shared_regex`]'s cache.
+const REGEX_CACHE_MAX: usize = 10_000;
+
+/// Compiles `pattern`, or shares the one already compiled for it. A compiled
+/// regex costs tens of KB (automaton plus its cache pool) and a server holding
+/// thousands of environments sees the same patterns again and again; sharing
+/// one `Arc<Regex>` (it is `Sync`) costs a pointer. The cache is cleared when
+/// full; models keep their `Arc`s either way.
+fn shared_regex(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
+    static CACHE: LazyLock<Mutex<HashMap<String, Arc<Regex>>>> = LazyLock::new(Mutex::default);
+    let cached = CACHE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(pattern)
+        .cloned();
+    if let Some(re) = cached {
+        return Ok(re);
+    }
+    // Compiled outside the lock: a slow pattern must not stall other compiles.
+    let re = Arc::new(
+        RegexBuilder::new(pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()?,
+    );
+    let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    if cache.len() >= REGEX_CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(pattern.to_owned(), re.clone());
+    Ok(re)
 }
 
 /// `Operator::Unspecified` is filtered out before the match; this keeps the
@@ -1318,7 +1341,7 @@ mod tests {
         };
         assert_eq!(r.buckets, vec![(0, 25), (1, 100)]);
         assert_eq!(r.salt_prefix, b"f:");
-        assert_eq!(r.by.name, "targetingKey");
+        assert_eq!(&*r.by.name, "targetingKey");
         compile(&mk(&[("on", 1 << 32), ("off", 0)])).unwrap();
         for bad in [
             vec![("on", 0), ("off", 0)],

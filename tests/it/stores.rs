@@ -40,8 +40,12 @@ fn emulator(var: &str) -> Option<String> {
         !ci,
         "{var} is not set: CI must run the storage emulators (scripts/emulators.sh start, as scripts/test does)"
     );
-    eprintln!(
-        "SKIPPED: {var} is not set; run `eval \"$(scripts/emulators.sh start)\"` to test against the storage emulators"
+    // Written to the process's stderr directly: the test harness captures
+    // `eprintln!` of passing tests, and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {}: {var} is not set; run `eval \"$(scripts/emulators.sh start)\"` to test against the storage emulators",
+        std::thread::current().name().unwrap_or("a storage test")
     );
     None
 }
@@ -50,7 +54,7 @@ fn emulator(var: &str) -> Option<String> {
 fn unique_prefix(test: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .unwrap()
+        .expect("clock after 1970")
         .as_nanos();
     format!("it-{test}-{}-{nanos}", std::process::id())
 }
@@ -107,10 +111,16 @@ impl Seed {
                 .expect("put"),
             Seed::Publish { url, dir } => {
                 let path = dir.path().join(env).join(relative);
-                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-                std::fs::write(&path, bytes).unwrap();
+                std::fs::create_dir_all(path.parent().expect("in a folder"))
+                    .expect("create folder");
+                std::fs::write(&path, bytes).expect("write object");
                 if relative == "manifest.pb" {
-                    let o = flagbelt(&["publish", dir.path().to_str().unwrap(), "--to", url]);
+                    let o = flagbelt(&[
+                        "publish",
+                        dir.path().to_str().expect("utf-8 path"),
+                        "--to",
+                        url,
+                    ]);
                     assert!(
                         o.status.success(),
                         "{}\n{}",
@@ -143,7 +153,7 @@ fn gcs_upload(endpoint: &str, bucket: &str, name: &str, bytes: &[u8]) {
     let name = name.replace('/', "%2F");
     let mut conn = std::net::TcpStream::connect(authority).expect("fake-gcs-server reachable");
     conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+        .expect("set timeout");
     write!(
         conn,
         "POST /upload/storage/v1/b/{bucket}/o?uploadType=media&name={name} HTTP/1.1\r\n\
@@ -151,10 +161,10 @@ fn gcs_upload(endpoint: &str, bucket: &str, name: &str, bytes: &[u8]) {
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         bytes.len()
     )
-    .unwrap();
-    conn.write_all(bytes).unwrap();
+    .expect("send request");
+    conn.write_all(bytes).expect("send body");
     let mut response = String::new();
-    conn.read_to_string(&mut response).unwrap();
+    conn.read_to_string(&mut response).expect("read response");
     assert!(
         response.starts_with("HTTP/1.1 200"),
         "upload of {name} failed: {response}"
@@ -233,7 +243,10 @@ async fn round_trip(url: &str, seed: Seed) {
         .expect("ruleset v2");
     verify::verify_ruleset(&verified, &got).expect("ruleset v2 verifies");
     assert!(matches!(
-        reader.get_manifest(env, etag2.as_deref()).await.unwrap(),
+        reader
+            .get_manifest(env, etag2.as_deref())
+            .await
+            .expect("conditional manifest"),
         Fetched::NotModified
     ));
     assert_eq!(reader.health().errors, 0);
@@ -275,9 +288,10 @@ fn file_url(dir: &Path) -> String {
 #[tokio::test]
 async fn s3_moto_round_trip() {
     let prefix = unique_prefix("s3");
-    let (Some(reader), Some(writer)) = (s3_url(&prefix, true), s3_url(&prefix, false)) else {
+    let Some(reader) = s3_url(&prefix, true) else {
         return;
     };
+    let writer = s3_url(&prefix, false).expect("set, as just read");
     let seed = Seed::Publish {
         url: writer,
         dir: tempfile::tempdir().unwrap(),
@@ -297,10 +311,9 @@ async fn azure_azurite_round_trip() {
 async fn gcs_fake_gcs_server_round_trip() {
     // fake-gcs-server ignores If-None-Match: this is the "200 with the same
     // ETag means unchanged" path.
-    let (Some(endpoint), Some(bucket)) = (
-        emulator("FLAGBELT_TEST_GCS_ENDPOINT"),
-        emulator("FLAGBELT_TEST_GCS_BUCKET"),
-    ) else {
+    let Some((endpoint, bucket)) = emulator("FLAGBELT_TEST_GCS_ENDPOINT")
+        .and_then(|e| Some((e, emulator("FLAGBELT_TEST_GCS_BUCKET")?)))
+    else {
         return;
     };
     let prefix = unique_prefix("gcs");
@@ -350,12 +363,12 @@ fn compiled(dir: &Path, v: u64) -> std::path::PathBuf {
     let out = dir.join("out");
     for (env, version) in [("prod", v), ("staging", 7)] {
         let src = dir.join(format!("{env}.yaml"));
-        std::fs::write(&src, yaml(env, version)).unwrap();
+        std::fs::write(&src, yaml(env, version)).expect("write yaml");
         let o = flagbelt(&[
             "compile",
-            src.to_str().unwrap(),
+            src.to_str().expect("utf-8 path"),
             "--out",
-            out.to_str().unwrap(),
+            out.to_str().expect("utf-8 path"),
         ]);
         assert!(o.status.success(), "compile: {}", text(&o.stderr));
     }
@@ -365,8 +378,8 @@ fn compiled(dir: &Path, v: u64) -> std::path::PathBuf {
 /// The url of a port on which nothing listens.
 fn closed_port_url() -> String {
     let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("bound").port()
     };
     format!("http://127.0.0.1:{port}/flags")
 }
@@ -374,12 +387,15 @@ fn closed_port_url() -> String {
 #[tokio::test]
 async fn publish_to_every_store_then_read_back() {
     let prefix = unique_prefix("publish");
-    let (Some(s3), Some(az), Some(dav), Some(dav_dir)) = (
-        s3_url(&prefix, false),
-        azure_url(&prefix),
-        webdav_url(&prefix),
-        emulator("FLAGBELT_TEST_WEBDAV_DIR"),
-    ) else {
+    let stores = || {
+        Some((
+            s3_url(&prefix, false)?,
+            azure_url(&prefix)?,
+            webdav_url(&prefix)?,
+            emulator("FLAGBELT_TEST_WEBDAV_DIR")?,
+        ))
+    };
+    let Some((s3, az, dav, dav_dir)) = stores() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
