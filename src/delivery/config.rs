@@ -163,24 +163,16 @@ fn folder(what: &'static str, path: &std::path::Path, source: anyhow::Error) -> 
     }
 }
 
-/// Reads a manifest that cannot exist from every source, concurrently: a
-/// healthy store answers "not found"; anything else (unreachable, no such
-/// bucket, bad or missing credentials, timeout) is a problem worth naming at
-/// start. Never fails: a dead source is reported, and delivery fails over.
+/// Probes every source concurrently ([`Source::probe`]): an unreachable
+/// store, a missing bucket or container, or missing or wrong credentials are
+/// named at start. Never fails: a dead source is reported, and delivery fails
+/// over.
 pub async fn probe(delivery: &Delivery) -> Vec<Probe> {
     let checks = delivery.fetcher().sources().iter().map(|s| async move {
-        let problem = match s.get_manifest(PROBE_ENV, None).await {
-            Err(SourceError::NotFound) => None,
-            Ok(_) => None,
-            Err(e) => Some(error_chain(&e)),
-        };
         Probe {
             label: s.label().to_owned(),
-            problem,
+            problem: s.probe().await.err().map(|e| error_chain(&e)),
         }
     });
     futures::future::join_all(checks).await
 }
-
-/// An environment name no ruleset may use (too long for the env pattern).
-const PROBE_ENV: &str = "flagbelt-probe-environment-name-that-is-not-valid-because-too-long-x";

@@ -84,6 +84,10 @@ pub enum SourceError {
     },
 }
 
+/// An environment name no ruleset may have (longer than 64 characters), read
+/// by [`Source::probe`] from HTTP origins.
+const PROBE_ENV: &str = "flagbelt-probe-not-an-environment-name-because-it-is-far-too-long-x";
+
 /// Counters for status pages; cheap to update from any task.
 #[derive(Debug, Default)]
 struct Stats {
@@ -288,6 +292,33 @@ impl Source {
                 .await
         })
         .await
+    }
+
+    /// Checks that the store answers as a healthy one does, for start-up
+    /// reports. Object stores are asked to list the prefix (a missing bucket or
+    /// container, bad credentials or an unreachable endpoint all fail it, while
+    /// a missing object would not); plain HTTP origins, which cannot list, are
+    /// asked for an object that cannot exist and must answer "not found".
+    pub async fn probe(&self) -> Result<(), SourceError> {
+        if self.label.starts_with("http://") || self.label.starts_with("https://") {
+            return match self.get_manifest(PROBE_ENV, None).await {
+                Ok(_) | Err(SourceError::NotFound) => Ok(()),
+                Err(e) => Err(e),
+            };
+        }
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        match self
+            .timed("probe", self.store.list_with_delimiter(prefix))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SourceError::NotFound) => Err(SourceError::Config {
+                url: self.label.clone(),
+                reason: "the bucket or container does not exist (listing it answered 404)"
+                    .to_owned(),
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// Size and ETag of `<env>/<relative>`, without its bytes (a HEAD request).

@@ -15,6 +15,10 @@
 //! S3 writes go through `flagbelt publish` child processes, which get test
 //! credentials and so also cover signed requests.
 
+use flagbelt::delivery::Origin;
+use flagbelt::delivery::config::{DeliveryConfig, probe};
+use flagbelt::delivery::fetch::Verdict;
+use flagbelt::delivery::source::error_chain;
 use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -640,4 +644,201 @@ fn publish_never_rewrites_a_ruleset_or_moves_a_store_back() {
     assert!(!folder.join("prod/rulesets/19.pb").exists());
     let held = std::fs::read(folder.join("prod/manifest.pb")).unwrap();
     assert_eq!(held, std::fs::read(out.join("prod/manifest.pb")).unwrap());
+}
+
+// ------------------------------------------ delivery against real stores ---
+
+/// Publishes `layout(env, version)` to the store at `url` as a publisher
+/// would: ruleset first, manifest last.
+async fn put_layout(url: &str, env: &str, version: u64) {
+    let source = Source::from_url(url, &opts()).expect("valid url");
+    let (ruleset, manifest_bytes) = layout(env, version);
+    source
+        .put(env, &manifest::ruleset_path(version), ruleset.into())
+        .await
+        .expect("put ruleset");
+    source
+        .put(env, "manifest.pb", manifest_bytes.into())
+        .await
+        .expect("put manifest");
+}
+
+/// A TCP port that accepts connections and never answers (a black-holed
+/// store). The listener lives as long as the returned guard.
+async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("bound").port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    (format!("http://127.0.0.1:{port}/flags"), task)
+}
+
+/// A store that answers every request with `500 Internal Server Error`.
+async fn always_500() -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("bound").port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let reply =
+                        "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 5\r\n\r\noops!";
+                    if sock.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://127.0.0.1:{port}/flags"), task)
+}
+
+fn delivery_config(sources: Vec<String>) -> DeliveryConfig {
+    DeliveryConfig {
+        sources,
+        ..DeliveryConfig::default()
+    }
+}
+
+/// DESIGN.md's target: with the primary black-holed, a cold instance is ready
+/// from the secondary within 1.5 s (default deadlines: 1 s per source).
+#[tokio::test]
+async fn cold_start_with_a_black_holed_primary_is_ready_from_the_secondary() {
+    let Some(secondary) = webdav_url(&unique_prefix("blackhole")) else {
+        return;
+    };
+    put_layout(&secondary, "prod", 4).await;
+    let (dead, _guard) = black_hole().await;
+    let delivery = delivery_config(vec![dead.clone(), secondary.clone()])
+        .build()
+        .expect("valid config");
+    let start = Instant::now();
+    let env = delivery
+        .get("prod")
+        .await
+        .expect("ready from the secondary");
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "ready after {elapsed:?}"
+    );
+    let snap = env.snapshot();
+    assert_eq!(snap.version, 4);
+    assert_eq!(
+        snap.origin,
+        Origin::Source {
+            label: secondary.clone()
+        }
+    );
+    let status = env.status();
+    assert!(
+        matches!(&status.sources[0].verdict, Verdict::Error(e) if e.contains("no answer")),
+        "{:?}",
+        status.sources[0]
+    );
+    eprintln!("black-holed primary: ready from the secondary in {elapsed:?}");
+}
+
+/// A primary that is stopped (connection refused) or answers 500s fails over
+/// at once; a primary holding an older version than the secondary cannot hold
+/// the instance back and is reported stale; nothing older is ever activated.
+#[tokio::test]
+async fn stopped_erroring_and_stale_primaries_fail_over() {
+    let (Some(old), Some(new)) = (
+        webdav_url(&unique_prefix("stale-old")),
+        webdav_url(&unique_prefix("stale-new")),
+    ) else {
+        return;
+    };
+    put_layout(&old, "prod", 1).await;
+    put_layout(&new, "prod", 2).await;
+    let (erroring, _guard) = always_500().await;
+    for primary in [closed_port_url(), erroring] {
+        let delivery = delivery_config(vec![primary, new.clone()])
+            .build()
+            .expect("valid config");
+        let start = Instant::now();
+        let env = delivery.get("prod").await.expect("fails over");
+        assert!(start.elapsed() < Duration::from_millis(1500));
+        assert_eq!(env.snapshot().version, 2);
+    }
+
+    let delivery = delivery_config(vec![old.clone(), new.clone()])
+        .build()
+        .expect("valid config");
+    let env = delivery.get("prod").await.expect("loads");
+    assert_eq!(env.snapshot().version, 2, "the newer secondary wins");
+    let report = delivery.environments();
+    assert_eq!(report[0].stale_sources, vec![old.clone()]);
+
+    // A new version arrives; then both stores go back to version 1 (a bad
+    // restore): nothing older than what is held is ever activated.
+    put_layout(&new, "prod", 3).await;
+    delivery.refresh("prod").await.expect("loaded");
+    assert_eq!(env.snapshot().version, 3);
+    put_layout(&new, "prod", 1).await;
+    delivery.refresh("prod").await.expect("loaded");
+    assert_eq!(
+        env.snapshot().version,
+        3,
+        "a lower version than held is never activated"
+    );
+}
+
+/// Configuration mistakes are clear errors at start; a missing bucket is
+/// named by the start-up probe.
+#[tokio::test]
+async fn bad_configuration_is_reported_at_start() {
+    let err = delivery_config(vec!["ftp://x/y".into()])
+        .build()
+        .unwrap_err();
+    assert!(error_chain(&err).contains("ftp"), "{}", error_chain(&err));
+    let err = delivery_config(vec![]).build().unwrap_err();
+    assert!(err.to_string().contains("no source"), "{err}");
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bad_key = tmp.path().join("bad.pub");
+    std::fs::write(
+        &bad_key,
+        "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n",
+    )
+    .expect("write");
+    let err = DeliveryConfig {
+        sources: vec![file_url(tmp.path())],
+        public_keys: vec![bad_key.clone()],
+        ..DeliveryConfig::default()
+    }
+    .build()
+    .unwrap_err();
+    assert!(
+        error_chain(&err).contains("bad.pub"),
+        "{}",
+        error_chain(&err)
+    );
+
+    let Some(endpoint) = emulator("FLAGBELT_TEST_AZURITE_ENDPOINT") else {
+        return;
+    };
+    let delivery = delivery_config(vec![
+        format!("az://no-such-container/x?emulator=true&endpoint={endpoint}"),
+        file_url(tmp.path()),
+    ])
+    .build()
+    .expect("valid config");
+    let probes = probe(&delivery).await;
+    assert!(probes[0].problem.is_some(), "{probes:?}");
+    assert!(probes[1].problem.is_none(), "{probes:?}");
 }
