@@ -1,13 +1,16 @@
 //! flagbelt: an edge server for feature flags and dynamic config.
 //!
 //! # Layout
-//! Dependencies point inward: `cli -> ruleset -> eval`.
+//! Dependencies point inward: `cli -> delivery -> ruleset -> eval`.
 //!
 //! - [`eval`]: pure evaluation (model, context, operators, rollout hashing,
 //!   `evaluate`); no I/O, no async, no clock.
 //! - [`ruleset`]: the format: authoring YAML, proto encode/decode, compilation into
 //!   the model, manifests, signatures, API keys and verification; pure too.
-//! - [`cli`]: the `flagbelt` command's subcommands (compile, inspect, eval, keys).
+//! - [`delivery`]: storage I/O: sources (object_store), failover and version
+//!   arbitration, lazily loaded environments, last-known-good.
+//! - [`cli`]: the `flagbelt` command's subcommands (compile, inspect, eval, keys,
+//!   publish, fetch).
 
 pub mod cli;
 pub mod delivery;

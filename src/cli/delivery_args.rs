@@ -15,11 +15,20 @@ use crate::delivery::source::SourceOptions;
 pub struct DeliveryArgs {
     /// Source URL (`s3://`, `gs://`, `az://`, `http(s)://`, `file://`), in order
     /// of preference; repeat the flag, or comma-separate in the env variable.
-    #[arg(long = "source", env = "FLAGBELT_SOURCE", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "source",
+        env = "FLAGBELT_SOURCE",
+        value_delimiter = ',',
+        required = true
+    )]
     pub sources: Vec<String>,
     /// Trusted Ed25519 public key (SPKI PEM); repeatable. Without one, unsigned
     /// manifests are accepted (local use only).
-    #[arg(long = "public-key", env = "FLAGBELT_PUBLIC_KEY", value_delimiter = ',')]
+    #[arg(
+        long = "public-key",
+        env = "FLAGBELT_PUBLIC_KEY",
+        value_delimiter = ','
+    )]
     pub public_keys: Vec<PathBuf>,
     /// Last-known-good folder: every activated ruleset is written here, and read
     /// at start when no source answers.

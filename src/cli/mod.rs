@@ -1,7 +1,7 @@
 //! The `flagbelt` command line: argument parsing and one module per subcommand.
 //!
-//! Owns file I/O, the clock and process exit codes for the offline commands
-//! (`compile`, `inspect`, `eval`, `keys`). The format work itself lives in
+//! Owns file I/O, the clock and process exit codes for the commands (`compile`,
+//! `inspect`, `eval`, `keys`, `publish`, `fetch`). The format work itself lives in
 //! `ruleset` and `eval`; nothing here re-implements validation. Every failure is
 //! an error message on stderr and a non-zero exit, never a panic, and a failed
 //! command leaves no partial output behind.

@@ -133,7 +133,12 @@ impl DeliveryConfig {
         let fallback = (!fallback_sources.is_empty())
             .then(|| Fetcher::new(fallback_sources, trusted.clone(), self.fetch.clone()));
         let main = Fetcher::new(sources, trusted, self.fetch.clone());
-        Ok(Delivery::new(main, fallback, lkg, self.environments.clone()))
+        Ok(Delivery::new(
+            main,
+            fallback,
+            lkg,
+            self.environments.clone(),
+        ))
     }
 
     fn trusted_keys(&self) -> Result<TrustedKeys, StartError> {

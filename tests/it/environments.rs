@@ -67,7 +67,7 @@ impl Rig {
         let yaml = format!(
             "environment: {env}\nversion: {version}\nflags:\n  f:\n    variants: {{a: 1, b: 2}}\n    default: a\n"
         );
-        let (pb, _) = authoring::compile_yaml(&yaml, 0).unwrap();
+        let (pb, _) = authoring::compile_yaml(&yaml, 0).expect("valid yaml");
         let rs = codec::encode_ruleset(&pb);
         let m = manifest::build(
             env,
@@ -80,10 +80,10 @@ impl Rig {
         let s = &self.stores[store];
         s.put_raw(&format!("{env}/{}", manifest::ruleset_path(version)), rs)
             .await
-            .unwrap();
+            .expect("in-memory put");
         s.put_raw(&format!("{env}/manifest.pb"), codec::encode_manifest(&m))
             .await
-            .unwrap();
+            .expect("in-memory put");
     }
 }
 

@@ -124,11 +124,11 @@ impl Rig {
         self.stores[i]
             .put_raw(&path(&manifest::ruleset_path(version)), rs.clone())
             .await
-            .unwrap();
+            .expect("in-memory put");
         self.stores[i]
             .put_raw(&path("manifest.pb"), m)
             .await
-            .unwrap();
+            .expect("in-memory put");
         rs
     }
 }
