@@ -293,7 +293,34 @@ impl Delivery {
     pub async fn run_maintenance(&self) {
         self.envs.run_pending_tasks().await;
         self.negative.run_pending_tasks().await;
-        metrics::gauge!("flagbelt_environments_loaded").set(self.envs.entry_count() as f64);
+        self.record_metrics();
+    }
+
+    /// Sets the environment gauges (call before rendering metrics; it walks
+    /// every loaded environment, so not per request):
+    /// `flagbelt_environments_loaded`, `flagbelt_environments_fallback`
+    /// (serving last-known-good or bootstrap), `flagbelt_environments_failing`
+    /// (last poll failed) and `flagbelt_ruleset_age_max_seconds` (the oldest
+    /// serving ruleset, by publish time).
+    pub fn record_metrics(&self) {
+        let (mut loaded, mut fallback, mut failing, mut max_age_ms) = (0u64, 0u64, 0u64, 0u64);
+        let now = now_ms();
+        for e in self.all_loaded() {
+            loaded += 1;
+            let snap = e.snapshot();
+            if !matches!(snap.origin, Origin::Source { .. }) {
+                fallback += 1;
+            }
+            if lock(&e.status).consecutive_failures > 0 {
+                failing += 1;
+            }
+            let published = u64::try_from(snap.published_at_ms).unwrap_or(0);
+            max_age_ms = max_age_ms.max(now.saturating_sub(published));
+        }
+        metrics::gauge!("flagbelt_environments_loaded").set(loaded as f64);
+        metrics::gauge!("flagbelt_environments_fallback").set(fallback as f64);
+        metrics::gauge!("flagbelt_environments_failing").set(failing as f64);
+        metrics::gauge!("flagbelt_ruleset_age_max_seconds").set(max_age_ms as f64 / 1000.0);
     }
 
     /// The configured sources (for status).
