@@ -806,6 +806,17 @@ async fn bad_configuration_is_reported_at_start() {
         .build()
         .unwrap_err();
     assert!(error_chain(&err).contains("ftp"), "{}", error_chain(&err));
+    // Missing credentials: an Azure source with no account anywhere.
+    if std::env::var_os("AZURE_STORAGE_ACCOUNT_NAME").is_none() {
+        let err = delivery_config(vec!["az://flags/x".into()])
+            .build()
+            .unwrap_err();
+        assert!(
+            error_chain(&err).contains("Account must be specified"),
+            "{}",
+            error_chain(&err)
+        );
+    }
     let err = delivery_config(vec![]).build().unwrap_err();
     assert!(err.to_string().contains("no source"), "{err}");
 
