@@ -46,7 +46,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
     };
     let results = match &args.flag {
         Some(key) => {
-            let idx = *ruleset.flag_index.get(key).with_context(|| {
+            let idx = *ruleset.flag_index.get(key.as_str()).with_context(|| {
                 format!("no flag {key:?} in environment {}", ruleset.environment)
             })?;
             let visible = audience == Audience::All || ruleset.client_flags.contains(&idx);

@@ -480,7 +480,9 @@ impl Delivery {
                 let (Some(e), Some(this)) = (weak_env.upgrade(), weak_self.upgrade()) else {
                     return;
                 };
-                this.poll(&e).await;
+                // Boxed: the poll future is large, and the task holds its
+                // state while it sleeps; one per loaded environment adds up.
+                Box::pin(this.poll(&e)).await;
             }
         });
     }

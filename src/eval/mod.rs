@@ -25,8 +25,8 @@
 //! let (_, ruleset) = authoring::compile_yaml(yaml, 0).unwrap();
 //! let ctx = eval::context_from_json(r#"{"targetingKey": "u1", "country": "NZ"}"#).unwrap();
 //! let all = eval::evaluate_all(&ruleset, &ctx, Audience::Client);
-//! assert_eq!(all[0].value(), &serde_json::json!(true));
-//! assert_eq!(all[0].variant.name, "on");
+//! assert_eq!(all[0].value().get(), "true");
+//! assert_eq!(&*all[0].variant.name, "on");
 //! assert_eq!(all[0].reason, Reason::TargetingMatch);
 //! ```
 

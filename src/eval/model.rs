@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use regex::Regex;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Index of a flag in [`Ruleset::flags`].
 pub type FlagIdx = usize;
@@ -34,7 +34,7 @@ pub struct Ruleset {
     /// Flags in authoring order.
     pub flags: Vec<Flag>,
     /// Flag key to index in `flags`.
-    pub flag_index: HashMap<String, FlagIdx>,
+    pub flag_index: HashMap<Arc<str>, FlagIdx>,
     /// Indices of client-visible flags, in authoring order.
     pub client_flags: Vec<FlagIdx>,
 }
@@ -81,8 +81,8 @@ pub struct Segment {
 /// One flag.
 #[derive(Debug)]
 pub struct Flag {
-    /// Flag key.
-    pub key: String,
+    /// Flag key (shared with [`Ruleset::flag_index`]).
+    pub key: Arc<str>,
     /// Visible to frontend keys.
     pub client: bool,
     /// False = always serve `off` with reason `DISABLED`.
@@ -102,10 +102,13 @@ pub struct Flag {
 /// A named variant value.
 #[derive(Debug)]
 pub struct Variant {
-    /// Variant name.
-    pub name: String,
-    /// Its JSON value.
-    pub value: Value,
+    /// Variant name (one shared `Arc` per distinct name in a ruleset).
+    pub name: Arc<str>,
+    /// Its value as compact JSON text. Evaluation never looks inside a value,
+    /// it only serves it; raw text is served as is and is several times
+    /// smaller than a parsed `Value` (which matters with thousands of
+    /// environments loaded).
+    pub value: Box<RawValue>,
 }
 
 /// `requires: {flag, variant}`.
@@ -132,7 +135,7 @@ pub enum Serve {
     /// One variant.
     Variant(VariantIdx),
     /// A weighted split.
-    Rollout(Rollout),
+    Rollout(Box<Rollout>),
 }
 
 /// A weighted split, hashed with murmur3 x86_32 (seed 0) over `"<salt>:<value>"`.
@@ -210,7 +213,7 @@ pub enum Test {
         /// Which string test.
         op: TextOp,
         /// Operands.
-        values: Vec<String>,
+        values: Vec<Arc<str>>,
         /// Negated form (`not_contains`).
         negate: bool,
     },
@@ -272,7 +275,7 @@ pub enum Scalar {
     /// A boolean.
     Bool(bool),
     /// A string.
-    Str(String),
+    Str(Arc<str>),
     /// A number (integers kept exact).
     Num(serde_json::Number),
 }

@@ -344,7 +344,7 @@ fn cmp_holds(cmp: Cmp, ordering: Ordering) -> bool {
 fn scalar_equals(operand: &Scalar, value: &Value) -> bool {
     match (operand, value) {
         (Scalar::Bool(a), Value::Bool(b)) => a == b,
-        (Scalar::Str(a), Value::String(b)) => a == b,
+        (Scalar::Str(a), Value::String(b)) => **a == **b,
         (Scalar::Num(a), Value::Number(b)) => numbers_equal(a, b),
         _ => false,
     }
@@ -384,7 +384,7 @@ mod tests {
     }
 
     fn s(v: &str) -> Scalar {
-        Scalar::Str(v.to_owned())
+        Scalar::Str(v.into())
     }
 
     fn n(v: Value) -> Scalar {
@@ -408,7 +408,7 @@ mod tests {
     fn text(op: TextOp, values: &[&str], negate: bool) -> Test {
         Test::Text {
             op,
-            values: values.iter().map(|v| (*v).to_owned()).collect(),
+            values: values.iter().map(|v| (*v).into()).collect(),
             negate,
         }
     }

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
@@ -304,7 +304,7 @@ pub fn compile(rs: &proto::Ruleset) -> Result<model::Ruleset, CompileError> {
     }
     let names = Names {
         segments: &segment_index,
-        attrs: RefCell::default(),
+        strings: Interner::default(),
     };
 
     let mut segments = Vec::with_capacity(rs.segments.len());
@@ -316,6 +316,8 @@ pub fn compile(rs: &proto::Ruleset) -> Result<model::Ruleset, CompileError> {
             .enumerate()
             .map(|(r, conj)| names.conditions(&place.clone().rule(r + 1), &conj.conditions))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut rules = rules;
+        rules.shrink_to_fit();
         segments.push(model::Segment {
             name: seg.name.clone(),
             rules,
@@ -327,7 +329,7 @@ pub fn compile(rs: &proto::Ruleset) -> Result<model::Ruleset, CompileError> {
     let mut variant_names = Vec::with_capacity(rs.flags.len());
     let mut variant_values = Vec::with_capacity(rs.flags.len());
     for flag in &rs.flags {
-        let (n, v) = variant_map(flag)?;
+        let (n, v) = variant_map(flag, &names.strings)?;
         variant_names.push(n);
         variant_values.push(v);
     }
@@ -350,9 +352,10 @@ pub fn compile(rs: &proto::Ruleset) -> Result<model::Ruleset, CompileError> {
         .filter(|(_, f)| f.client)
         .map(|(i, _)| i)
         .collect();
-    let flag_index = flag_index
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
+    let flag_index = flags
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (Arc::clone(&f.key), i))
         .collect();
     Ok(model::Ruleset {
         environment: rs.environment.clone(),
@@ -461,8 +464,9 @@ fn valid_origin(origin: &str) -> bool {
 /// Name lookups shared by flag and segment conditions.
 struct Names<'a> {
     segments: &'a HashMap<&'a str, usize>,
-    /// Attribute names seen so far: one shared `Arc<str>` per distinct name.
-    attrs: RefCell<HashMap<String, Attr>>,
+    /// One shared `Arc<str>` per distinct string (attribute and variant
+    /// names, operands): rulesets repeat them, and every allocation costs.
+    strings: Interner,
 }
 
 impl Names<'_> {
@@ -471,11 +475,16 @@ impl Names<'_> {
         place: &Place,
         conditions: &[proto::Condition],
     ) -> Result<Vec<Condition>, CompileError> {
-        conditions
+        let mut out = conditions
             .iter()
             .enumerate()
             .map(|(c, cond)| self.condition(&place.clone().condition(c + 1), cond))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        // Collecting through `Result` cannot know the length up front, so the
+        // vector may have grown to twice its size; models live long and there
+        // are thousands of them.
+        out.shrink_to_fit();
+        Ok(out)
     }
 
     fn condition(&self, place: &Place, cond: &proto::Condition) -> Result<Condition, CompileError> {
@@ -494,7 +503,9 @@ impl Names<'_> {
         match &cond.kind {
             Some(Kind::Segment(name)) => segment(name, false, "segment"),
             Some(Kind::NotSegment(name)) => segment(name, true, "not_segment"),
-            Some(Kind::Attribute(t)) => attribute_test(place, t, &self.attrs).map(Condition::Attr),
+            Some(Kind::Attribute(t)) => {
+                attribute_test(place, t, &self.strings).map(Condition::Attr)
+            }
             None => Err(CompileError::new(
                 place.clone(),
                 ErrorKind::MissingField("attr or segment"),
@@ -506,7 +517,7 @@ impl Names<'_> {
 fn attribute_test(
     place: &Place,
     t: &proto::AttributeTest,
-    attrs: &RefCell<HashMap<String, Attr>>,
+    strings: &Interner,
 ) -> Result<model::AttrTest, CompileError> {
     if t.attr.is_empty() {
         return Err(CompileError::new(
@@ -545,7 +556,7 @@ fn attribute_test(
             },
         )
     };
-    let strings = || -> Result<Vec<String>, CompileError> {
+    let text_values = || -> Result<Vec<String>, CompileError> {
         t.values
             .iter()
             .map(|v| match &v.kind {
@@ -568,7 +579,7 @@ fn attribute_test(
     let text = |op: TextOp, negate: bool| -> Result<Test, CompileError> {
         Ok(Test::Text {
             op,
-            values: strings()?,
+            values: text_values()?.iter().map(|v| strings.get(v)).collect(),
             negate,
         })
     };
@@ -582,7 +593,7 @@ fn attribute_test(
                 .iter()
                 .map(|v| match &v.kind {
                     Some(scalar::Kind::BoolValue(b)) => Ok(model::Scalar::Bool(*b)),
-                    Some(scalar::Kind::StringValue(s)) => Ok(model::Scalar::Str(s.clone())),
+                    Some(scalar::Kind::StringValue(s)) => Ok(model::Scalar::Str(strings.get(s))),
                     _ => number(v)
                         .map(model::Scalar::Num)
                         .ok_or_else(|| wrong("string, number or boolean", v)),
@@ -595,7 +606,7 @@ fn attribute_test(
         Operator::StartsWith => text(TextOp::StartsWith, false)?,
         Operator::EndsWith => text(TextOp::EndsWith, false)?,
         Operator::Matches => Test::Matches(
-            strings()?
+            text_values()?
                 .into_iter()
                 .map(|pattern| {
                     shared_regex(&pattern).map_err(|e| {
@@ -644,7 +655,7 @@ fn attribute_test(
                 Operator::SemverGt => Cmp::Gt,
                 _ => Cmp::Gte,
             };
-            let values = strings()?
+            let values = text_values()?
                 .into_iter()
                 .map(|s| {
                     parse_semver(&s)
@@ -669,12 +680,48 @@ fn attribute_test(
                 .collect::<Result<_, _>>()?,
         },
     };
-    let attr = attrs
-        .borrow_mut()
-        .entry(t.attr.clone())
-        .or_insert_with(|| Attr::new(&t.attr))
-        .clone();
-    Ok(model::AttrTest { attr, test })
+    let mut test = test;
+    shrink_operands(&mut test);
+    Ok(model::AttrTest {
+        attr: strings.attr(&t.attr),
+        test,
+    })
+}
+
+/// Trims the operand list to its length (see `Names::conditions`).
+fn shrink_operands(test: &mut Test) {
+    match test {
+        Test::Exists | Test::NotExists => {}
+        Test::Equals { values, .. } => values.shrink_to_fit(),
+        Test::Text { values, .. } => values.shrink_to_fit(),
+        Test::Matches(values) => values.shrink_to_fit(),
+        Test::Number { values, .. } => values.shrink_to_fit(),
+        Test::Semver { values, .. } => values.shrink_to_fit(),
+        Test::Time { values, .. } => values.shrink_to_fit(),
+    }
+}
+
+/// Shares one `Arc<str>` per distinct string within one compilation.
+#[derive(Default)]
+struct Interner(RefCell<HashSet<Arc<str>>>);
+
+impl Interner {
+    fn get(&self, s: &str) -> Arc<str> {
+        let mut set = self.0.borrow_mut();
+        if let Some(shared) = set.get(s) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(s);
+        set.insert(Arc::clone(&shared));
+        shared
+    }
+
+    fn attr(&self, name: &str) -> Attr {
+        Attr {
+            name: self.get(name),
+            nested: name.contains('.'),
+        }
+    }
 }
 
 /// Most distinct patterns kept in [`shared_regex`]'s cache.
@@ -787,7 +834,10 @@ type VariantLookup<'a> = dyn Fn(&str, &dyn Fn() -> Place) -> Result<usize, Compi
 type VariantNames = HashMap<String, usize>;
 
 /// Decodes and type-checks one flag's variants.
-fn variant_map(flag: &proto::Flag) -> Result<(VariantNames, Vec<model::Variant>), CompileError> {
+fn variant_map(
+    flag: &proto::Flag,
+    strings: &Interner,
+) -> Result<(VariantNames, Vec<model::Variant>), CompileError> {
     let place = Place::flag(&flag.key);
     if flag.variants.is_empty() {
         return Err(CompileError::new(
@@ -797,6 +847,7 @@ fn variant_map(flag: &proto::Flag) -> Result<(VariantNames, Vec<model::Variant>)
     }
     let mut names = HashMap::with_capacity(flag.variants.len());
     let mut values: Vec<model::Variant> = Vec::with_capacity(flag.variants.len());
+    let mut first: Option<(&str, &'static str)> = None;
     for (i, v) in flag.variants.iter().enumerate() {
         let vplace = || place.clone().field(format!("variants.{}", v.name));
         if v.name.is_empty() || v.name.len() > 128 {
@@ -824,22 +875,26 @@ fn variant_map(flag: &proto::Flag) -> Result<(VariantNames, Vec<model::Variant>)
                 ErrorKind::BadValue("null is not a variant value".to_owned()),
             ));
         };
-        if let Some(first) = values.first() {
-            let first_type = value_type(&first.value).unwrap_or("null");
-            if first_type != ty {
+        match &first {
+            None => first = Some((v.name.as_str(), ty)),
+            Some((first_name, first_type)) if *first_type != ty => {
                 return Err(CompileError::new(
                     place.clone().field("variants"),
                     ErrorKind::MixedVariantTypes {
-                        first: first.name.clone(),
+                        first: (*first_name).to_owned(),
                         first_type,
                         other: v.name.clone(),
                         other_type: ty,
                     },
                 ));
             }
+            Some(_) => {}
         }
+        // Re-serialised compact (authored key order kept): what answers serve.
+        let value = serde_json::value::to_raw_value(&value)
+            .map_err(|e| CompileError::new(vplace(), ErrorKind::BadValue(e.to_string())))?;
         values.push(model::Variant {
-            name: v.name.clone(),
+            name: strings.get(&v.name),
             value,
         });
     }
@@ -904,9 +959,9 @@ fn compile_flag(
             Some(proto::targeting_rule::Serve::Variant(name)) => {
                 model::Serve::Variant(variant(name, &|| rplace.clone().field("serve"))?)
             }
-            Some(proto::targeting_rule::Serve::Rollout(ro)) => {
-                model::Serve::Rollout(rollout(&flag.key, &rplace, ro, &variant)?)
-            }
+            Some(proto::targeting_rule::Serve::Rollout(ro)) => model::Serve::Rollout(Box::new(
+                rollout(&flag.key, &rplace, ro, &variant, &names.strings)?,
+            )),
             None => {
                 return Err(CompileError::new(
                     rplace.field("serve"),
@@ -918,7 +973,7 @@ fn compile_flag(
     }
 
     Ok(model::Flag {
-        key: flag.key.clone(),
+        key: Arc::from(flag.key.as_str()),
         client: flag.client,
         enabled: !flag.disabled,
         variants,
@@ -934,6 +989,7 @@ fn rollout(
     rplace: &Place,
     ro: &proto::Rollout,
     variant: &VariantLookup<'_>,
+    strings: &Interner,
 ) -> Result<model::Rollout, CompileError> {
     let wplace = || rplace.clone().field("serve.rollout.weights");
     let bad = |msg: String| CompileError::new(wplace(), ErrorKind::BadWeights(msg));
@@ -971,7 +1027,7 @@ fn rollout(
     salt_prefix.extend_from_slice(salt.as_bytes());
     salt_prefix.push(b':');
     Ok(model::Rollout {
-        by: Attr::new(by),
+        by: strings.attr(by),
         salt_prefix,
         buckets,
     })
@@ -1072,7 +1128,7 @@ fn check_prerequisite_cycles(flags: &[model::Flag]) -> Result<(), CompileError> 
         Some(cycle) => {
             let names: Vec<&str> = cycle
                 .iter()
-                .filter_map(|&i| flags.get(i).map(|f| f.key.as_str()))
+                .filter_map(|&i| flags.get(i).map(|f| &*f.key))
                 .collect();
             Err(CompileError::new(
                 Place::flag(names.first().copied().unwrap_or_default()).field("requires"),
