@@ -14,6 +14,10 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 mod common;
+
+// The same allocator as the `flagbelt` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use common::{contexts, ruleset_yaml};
 use flagbelt::eval::{self, Audience};
 use flagbelt::ruleset::{authoring, codec};
