@@ -605,3 +605,28 @@ impl EnvReport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_back_off_exponentially_with_jitter_and_a_cap() {
+        let opts = DeliveryOptions {
+            poll_interval: Duration::from_secs(10),
+            poll_jitter: 0.2,
+            max_backoff: Duration::from_secs(60),
+            ..DeliveryOptions::default()
+        };
+        let within = |d: Duration, base: u64| {
+            d >= Duration::from_secs(base) && d <= Duration::from_secs(base).mul_f64(1.2)
+        };
+        for _ in 0..50 {
+            assert!(within(next_delay(&opts, 0), 10));
+            assert!(within(next_delay(&opts, 1), 20));
+            assert!(within(next_delay(&opts, 2), 40));
+            assert!(within(next_delay(&opts, 3), 60), "capped at max_backoff");
+            assert!(within(next_delay(&opts, u32::MAX), 60), "no overflow");
+        }
+    }
+}

@@ -627,20 +627,8 @@ fn attribute_test(
                 })
                 .collect::<Result<_, _>>()?,
         ),
-        Operator::Lt => Test::Number {
-            cmp: Cmp::Lt,
-            values: numbers()?,
-        },
-        Operator::Lte => Test::Number {
-            cmp: Cmp::Lte,
-            values: numbers()?,
-        },
-        Operator::Gt => Test::Number {
-            cmp: Cmp::Gt,
-            values: numbers()?,
-        },
-        Operator::Gte => Test::Number {
-            cmp: Cmp::Gte,
+        Operator::Lt | Operator::Lte | Operator::Gt | Operator::Gte => Test::Number {
+            cmp: comparison(op),
             values: numbers()?,
         },
         Operator::SemverEq
@@ -648,13 +636,7 @@ fn attribute_test(
         | Operator::SemverLte
         | Operator::SemverGt
         | Operator::SemverGte => {
-            let cmp = match op {
-                Operator::SemverEq => Cmp::Eq,
-                Operator::SemverLt => Cmp::Lt,
-                Operator::SemverLte => Cmp::Lte,
-                Operator::SemverGt => Cmp::Gt,
-                _ => Cmp::Gte,
-            };
+            let cmp = comparison(op);
             let values = text_values()?
                 .into_iter()
                 .map(|s| {
@@ -686,6 +668,17 @@ fn attribute_test(
         attr: strings.attr(&t.attr),
         test,
     })
+}
+
+/// The comparison an ordering operator makes (`gte` and `semver_gte` alike).
+fn comparison(op: Operator) -> Cmp {
+    match op {
+        Operator::SemverEq => Cmp::Eq,
+        Operator::Lt | Operator::SemverLt => Cmp::Lt,
+        Operator::Lte | Operator::SemverLte => Cmp::Lte,
+        Operator::Gt | Operator::SemverGt => Cmp::Gt,
+        _ => Cmp::Gte,
+    }
 }
 
 /// Trims the operand list to its length (see `Names::conditions`).
