@@ -41,6 +41,7 @@ mod context;
 mod evaluate;
 pub mod model;
 mod operators;
+mod relevant;
 mod rollout;
 
 pub use context::{Context, context_from_json, lookup};
@@ -49,4 +50,5 @@ pub use evaluate::{
 };
 pub use model::Ruleset;
 pub use operators::{epoch_millis_to_nanos, parse_rfc3339, parse_semver};
+pub use relevant::{context_fingerprint, relevant_attrs};
 pub use rollout::murmur3_x86_32;
