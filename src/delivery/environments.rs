@@ -432,6 +432,7 @@ impl Delivery {
         let held = Held {
             version: cur.version,
             sha256: cur.sha256,
+            published_at_ms: cur.published_at_ms,
         };
         let PollReport { outcome, sources } = self.main.poll(&e.name, Some(held), &mut state).await;
         let now = now_ms();

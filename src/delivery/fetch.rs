@@ -90,6 +90,10 @@ pub struct Held {
     pub version: u64,
     /// The active ruleset's SHA-256.
     pub sha256: [u8; 32],
+    /// When the active ruleset's manifest was published (signed, ms since the
+    /// epoch): a rollback is honoured only if published after it, so an old
+    /// rollback manifest left in a lagging store cannot roll an instance back.
+    pub published_at_ms: i64,
 }
 
 /// Per-environment memory of what each source said last (ETag, and the
@@ -329,7 +333,24 @@ impl Fetcher {
 
         let mut outcome = None;
         for offer in &offers {
-            match verify::check_version(held_pair, &offer.manifest) {
+            let decision = match verify::check_version(held_pair, &offer.manifest) {
+                Ok(VersionDecision::Activate)
+                    if held.is_some_and(|h| {
+                        offer.version() < h.version
+                            && offer.manifest.body.published_at_ms <= h.published_at_ms
+                    }) =>
+                {
+                    // A signed rollback, but not newer than what is held: an
+                    // old publisher decision, e.g. left in a store that missed
+                    // later publishes. Never act on it.
+                    Err(VerifyError::OlderVersion {
+                        held: held.map_or(0, |h| h.version),
+                        offered: offer.version(),
+                    })
+                }
+                other => other,
+            };
+            match decision {
                 Ok(VersionDecision::Unchanged) => {
                     outcome = Some(PollOutcome::Unchanged);
                     break;
@@ -834,6 +855,7 @@ mod tests {
 
         // Second poll: conditional reads, nothing to do.
         let held = Held {
+            published_at_ms: 0,
             version: snap.version,
             sha256: snap.sha256,
         };

@@ -140,6 +140,7 @@ fn sha(bytes: &[u8]) -> [u8; 32] {
 
 fn held(snap: &Snapshot) -> Held {
     Held {
+        published_at_ms: snap.published_at_ms,
         version: snap.version,
         sha256: snap.sha256,
     }
@@ -283,6 +284,7 @@ async fn a_stale_primary_cannot_hold_an_instance_back() {
     let r = f.poll(ENV, None, &mut PollState::default()).await;
     assert_activated(&r, 2, &v2, &rig.label(1));
     let held_v1 = Held {
+        published_at_ms: 0,
         version: 1,
         sha256: sha(&v1),
     };
@@ -355,6 +357,7 @@ async fn corrupt_only_copy_is_unavailable_and_nothing_is_activated() {
     for held in [
         None,
         Some(Held {
+            published_at_ms: 0,
             version: 1,
             sha256: sha(&v1),
         }),
@@ -514,6 +517,7 @@ async fn manifest_pointing_at_a_missing_ruleset_falls_back_then_catches_up() {
 
     // Holding v1: v2 is still better than that.
     let h1 = Held {
+        published_at_ms: 0,
         version: 1,
         sha256: sha(&ruleset_bytes(ENV, 1, "aa")),
     };
@@ -533,11 +537,46 @@ async fn manifest_pointing_at_a_missing_ruleset_falls_back_then_catches_up() {
 }
 
 #[tokio::test]
+async fn an_old_rollback_left_in_a_lagging_store_never_rolls_back_a_newer_release() {
+    // The publisher rolled v2 back to v1 (signed, published at t=9), then
+    // released v3 at t=20; the held v3 carries that time. A store that missed
+    // v3 still holds the rollback manifest: it must not take the instance back.
+    let rig = Rig::new(1, SECOND);
+    let v1 = rig.publish(0, 1).await;
+    rig.stores[0]
+        .put_raw(
+            &path("manifest.pb"),
+            manifest_bytes(1, &v1, 9, true, &rig.key),
+        )
+        .await
+        .unwrap();
+    let held_v3 = Held {
+        published_at_ms: 20,
+        version: 3,
+        sha256: sha(&ruleset_bytes(ENV, 3, "aa")),
+    };
+    let f = rig.fetcher(FetchOptions::default());
+    let r = f.poll(ENV, Some(held_v3), &mut PollState::default()).await;
+    assert_outcome(&r, "unchanged");
+    // A rollback decided after v3 was published is honoured.
+    rig.stores[0]
+        .put_raw(
+            &path("manifest.pb"),
+            manifest_bytes(1, &v1, 30, true, &rig.key),
+        )
+        .await
+        .unwrap();
+    let r = f.poll(ENV, Some(held_v3), &mut PollState::default()).await;
+    assert_activated(&r, 1, &v1, &rig.label(0));
+}
+
+#[tokio::test]
 async fn a_lower_version_than_held_is_never_activated_unless_a_signed_rollback() {
     let rig = Rig::new(2, SECOND);
     let v1 = rig.publish(0, 1).await;
     rig.publish(1, 1).await;
     let held_v2 = Held {
+        published_at_ms: 0,
         version: 2,
         sha256: sha(&ruleset_bytes(ENV, 2, "aa")),
     };
@@ -589,6 +628,7 @@ async fn same_version_with_another_ruleset_than_held_is_rejected() {
     let rig = Rig::new(1, SECOND);
     rig.publish(0, 1).await;
     let other = Held {
+        published_at_ms: 0,
         version: 1,
         sha256: sha(&ruleset_bytes(ENV, 1, "bb")),
     };
@@ -678,6 +718,7 @@ async fn all_sources_down_is_unavailable() {
     }
     let f = rig.fetcher(FetchOptions::default());
     let h = Held {
+        published_at_ms: 0,
         version: 1,
         sha256: sha(&rs),
     };
