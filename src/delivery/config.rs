@@ -107,6 +107,22 @@ impl DeliveryConfig {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // The same store twice would double every read and fake a second copy.
+        for (i, s) in sources.iter().enumerate() {
+            if sources
+                .iter()
+                .take(i)
+                .any(|earlier| earlier.label() == s.label())
+            {
+                return Err(StartError::Source {
+                    index: i + 1,
+                    source: SourceError::Config {
+                        url: s.label().to_owned(),
+                        reason: "listed twice".to_owned(),
+                    },
+                });
+            }
+        }
         let trusted = self.trusted_keys()?;
         let mut fallback_sources = Vec::new();
         let lkg = match &self.cache_dir {

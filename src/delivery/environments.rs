@@ -92,6 +92,8 @@ pub struct Environment {
     /// that callers who waited for an in-flight poll reuse its result.
     poll: tokio::sync::Mutex<PollState>,
     polls: AtomicU64,
+    /// When `at_least` last forced a poll (ms since the epoch).
+    last_forced_poll_ms: AtomicU64,
     /// Held only to copy status in or out; never across an await.
     status: Mutex<EnvStatus>,
     version_tx: watch::Sender<u64>,
@@ -133,6 +135,7 @@ impl Environment {
             current: ArcSwap::new(snapshot),
             poll: tokio::sync::Mutex::new(state),
             polls: AtomicU64::new(0),
+            last_forced_poll_ms: AtomicU64::new(0),
             status: Mutex::new(status),
             version_tx: watch::channel(version).0,
         }
@@ -246,6 +249,8 @@ impl Delivery {
 
     /// Polls `env` now (or joins a poll already in flight) if it is loaded.
     pub async fn refresh(&self, env: &str) -> Option<Arc<Snapshot>> {
+        // A push means "something was published": forget "unknown" for it.
+        self.negative.invalidate(env).await;
         let e = self.loaded(env).await?;
         self.poll(&e).await;
         Some(e.snapshot())
@@ -253,9 +258,15 @@ impl Delivery {
 
     /// Polls every loaded environment now (the admin reload).
     pub async fn refresh_all(&self) -> usize {
+        use futures::StreamExt as _;
+        self.negative.invalidate_all();
         let envs = self.all_loaded();
         let n = envs.len();
-        futures::future::join_all(envs.iter().map(|e| self.poll(e))).await;
+        // Bounded: with thousands of environments, all at once would be a
+        // request storm against every store (which would then throttle).
+        futures::stream::iter(envs.iter())
+            .for_each_concurrent(REFRESH_CONCURRENCY, |e| self.poll(e))
+            .await;
         n
     }
 
@@ -272,6 +283,21 @@ impl Delivery {
         let snap = e.snapshot();
         if snap.version >= min_version {
             return Ok(snap);
+        }
+        // Callers choose the version they ask for: without this, a client
+        // sending a version that will never exist would turn every request
+        // into a storage poll. One poll per second per environment at most.
+        let now = now_ms();
+        let last = e.last_forced_poll_ms.load(Ordering::Acquire);
+        if now.saturating_sub(last) < MIN_VERSION_POLL_GAP_MS
+            || e.last_forced_poll_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            // Another caller forced a poll within the last second (it may
+            // still be running: wait for it, bounded, without starting one).
+            let _ = tokio::time::timeout(wait, e.poll.lock()).await;
+            return Ok(e.snapshot());
         }
         let _ = tokio::time::timeout(wait, self.poll(&e)).await;
         Ok(e.snapshot())
@@ -347,44 +373,68 @@ impl Delivery {
         seen.into_values().collect()
     }
 
-    /// First load: the sources, else last-known-good or bootstrap.
+    /// First load. The local copy (last-known-good, else bootstrap) is read
+    /// first: it is on disk, and it is what this instance served last, so it
+    /// is the held version for the first poll: a source that is behind it
+    /// (a lagging replica answering first after a restart) cannot take the
+    /// environment back. Then the sources; the local copy serves only when
+    /// they have nothing newer, and reports where it came from.
     async fn load(self: &Arc<Self>, env: &str) -> Result<Arc<Environment>, EnvError> {
+        let fallback = self.load_fallback(env).await;
+        let held = fallback.as_ref().map(held_of);
         let mut state = PollState::default();
-        let PollReport { outcome, sources } = self.main.poll(env, None, &mut state).await;
-        let env_arc = match outcome {
-            PollOutcome::Activate(snap) => {
-                let snap: Arc<Snapshot> = Arc::from(snap);
-                self.save(&snap);
-                metrics::counter!("flagbelt_env_loads_total", "outcome" => "source").increment(1);
-                Arc::new(Environment::new(snap, state, sources))
-            }
-            PollOutcome::NotFound => {
+        let PollReport { outcome, sources } = self.main.poll(env, held, &mut state).await;
+        let (snap, problem, outcome_label) = match (outcome, fallback) {
+            (PollOutcome::Activate(snap), _) => (Arc::from(snap), None, "source"),
+            (PollOutcome::NotFound, _) => {
                 metrics::counter!("flagbelt_env_loads_total", "outcome" => "not_found")
                     .increment(1);
                 return Err(EnvError::NotFound);
             }
-            PollOutcome::Unchanged | PollOutcome::Unavailable => {
-                let message = unavailable_message(&sources);
-                let Some(snap) = self.load_fallback(env).await else {
-                    metrics::counter!("flagbelt_env_loads_total", "outcome" => "unavailable")
-                        .increment(1);
-                    tracing::error!(env, %message, "no cached or bootstrap copy either");
-                    return Err(EnvError::Unavailable);
-                };
-                tracing::warn!(env, origin = ?snap.origin, version = snap.version, %message,
-                    "serving a fallback copy");
-                metrics::counter!("flagbelt_env_loads_total", "outcome" => "fallback").increment(1);
-                let e = Arc::new(Environment::new(Arc::new(snap), state, sources));
-                let mut st = lock(&e.status);
-                st.last_success_ms = None;
-                st.last_error = Some(message);
-                st.consecutive_failures = 1;
-                drop(st);
-                e
+            (PollOutcome::Unchanged, Some(mut local)) => {
+                match confirming_source(&sources, local.version) {
+                    // The sources serve exactly the local copy: it is theirs.
+                    Some(label) => {
+                        local.origin = Origin::Source { label };
+                        (Arc::new(local), None, "source")
+                    }
+                    None => (
+                        Arc::new(local),
+                        Some(format!(
+                            "every source that answered is behind the local copy ({})",
+                            unavailable_message(&sources)
+                        )),
+                        "fallback",
+                    ),
+                }
+            }
+            (PollOutcome::Unchanged | PollOutcome::Unavailable, Some(local)) => (
+                Arc::new(local),
+                Some(unavailable_message(&sources)),
+                "fallback",
+            ),
+            (PollOutcome::Unchanged | PollOutcome::Unavailable, None) => {
+                metrics::counter!("flagbelt_env_loads_total", "outcome" => "unavailable")
+                    .increment(1);
+                tracing::error!(env, message = %unavailable_message(&sources),
+                    "no source answered usably and there is no cached or bootstrap copy");
+                return Err(EnvError::Unavailable);
             }
         };
-        self.spawn_refresher(&env_arc);
-        Ok(env_arc)
+        metrics::counter!("flagbelt_env_loads_total", "outcome" => outcome_label).increment(1);
+        self.save(&snap);
+        let e = Arc::new(Environment::new(snap, state, sources));
+        if let Some(message) = problem {
+            let snap = e.snapshot();
+            tracing::warn!(env, origin = ?snap.origin, version = snap.version, %message,
+                "serving a fallback copy");
+            let mut st = lock(&e.status);
+            st.last_success_ms = None;
+            st.last_error = Some(message);
+            st.consecutive_failures = 1;
+        }
+        self.spawn_refresher(&e);
+        Ok(e)
     }
 
     async fn load_fallback(&self, env: &str) -> Option<Snapshot> {
@@ -429,11 +479,7 @@ impl Delivery {
             return;
         }
         let cur = e.snapshot();
-        let held = Held {
-            version: cur.version,
-            sha256: cur.sha256,
-            published_at_ms: cur.published_at_ms,
-        };
+        let held = held_of(&cur);
         let PollReport { outcome, sources } = self.main.poll(&e.name, Some(held), &mut state).await;
         let now = now_ms();
         let failed = match outcome {
@@ -447,7 +493,34 @@ impl Delivery {
                 tracing::info!(env = %e.name, version, "activated new ruleset");
                 false
             }
-            PollOutcome::Unchanged => false,
+            PollOutcome::Unchanged => {
+                if !matches!(cur.origin, Origin::Source { .. })
+                    && let Some(label) = confirming_source(&sources, cur.version)
+                {
+                    // Serving the local copy, and the sources now serve that very
+                    // version: it is theirs again (status and metrics stop saying
+                    // "fallback"). Rebuilt from its bytes, off the runtime.
+                    let bytes = cur.ruleset_bytes.clone();
+                    let rebuilt = tokio::task::spawn_blocking(move || {
+                        crate::ruleset::codec::load_ruleset(&bytes)
+                    })
+                    .await;
+                    if let Ok(Ok((_, ruleset))) = rebuilt {
+                        e.current.store(Arc::new(Snapshot {
+                            environment: cur.environment.clone(),
+                            version: cur.version,
+                            sha256: cur.sha256,
+                            published_at_ms: cur.published_at_ms,
+                            ruleset,
+                            ruleset_bytes: cur.ruleset_bytes.clone(),
+                            manifest_bytes: cur.manifest_bytes.clone(),
+                            origin: Origin::Source { label },
+                            fetched_at: SystemTime::now(),
+                        }));
+                    }
+                }
+                false
+            }
             PollOutcome::NotFound | PollOutcome::Unavailable => true,
         };
         {
@@ -490,6 +563,31 @@ impl Delivery {
 }
 
 use super::lkg::LABEL_PREFIX as LKG_LABEL_PREFIX;
+
+/// Polls `refresh_all` runs at once.
+const REFRESH_CONCURRENCY: usize = 64;
+
+/// Shortest gap between two polls that `at_least` may trigger (ms).
+const MIN_VERSION_POLL_GAP_MS: u64 = 1_000;
+
+/// What a snapshot is, as the fetcher's `held`.
+fn held_of(s: &Snapshot) -> Held {
+    Held {
+        version: s.version,
+        sha256: s.sha256,
+        published_at_ms: s.published_at_ms,
+    }
+}
+
+/// The first source that answered with exactly `version`.
+fn confirming_source(sources: &[SourceReport], version: u64) -> Option<String> {
+    sources
+        .iter()
+        .find(
+            |s| matches!(s.verdict, Verdict::Version(v) | Verdict::NotModified(v) if v == version),
+        )
+        .map(|s| s.label.clone())
+}
 
 /// Interval with jitter; doubling per failure up to `max_backoff`.
 fn next_delay(opts: &DeliveryOptions, failures: u32) -> Duration {

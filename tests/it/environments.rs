@@ -361,3 +361,56 @@ async fn min_version_waits_for_one_coalesced_poll() {
     assert_eq!(snap.version, 2, "behind: the caller answers STALE");
     assert!(start.elapsed() < Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn a_restart_never_serves_older_than_its_last_known_good() {
+    let rig = Rig::new(1);
+    let cache = tempfile::tempdir().unwrap();
+    let lkg = || LastKnownGood::new(cache.path().to_path_buf());
+    let fallback = || {
+        Fetcher::new(
+            vec![Arc::new(lkg().source(Duration::from_millis(300)).unwrap())],
+            TrustedKeys::from_keys(vec![rig.key.verifying_key()]),
+            FetchOptions::default(),
+        )
+    };
+    rig.publish(0, ENV, 2).await;
+    rig.publish(0, ENV, 3).await;
+    let first = Delivery::new(rig.fetcher(), Some(fallback()), Some(lkg()), quick());
+    assert_eq!(first.get(ENV).await.unwrap().snapshot().version, 3);
+    let written = cache.path().join(ENV).join("rulesets/3.pb");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !written.exists() {
+        assert!(Instant::now() < deadline, "last-known-good was not written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The store is restored from an old backup: it now says version 2.
+    rig.publish(0, ENV, 2).await;
+    let second = Delivery::new(rig.fetcher(), Some(fallback()), Some(lkg()), quick());
+    let env = second.get(ENV).await.unwrap();
+    assert_eq!(
+        env.snapshot().version,
+        3,
+        "never older than what this instance served"
+    );
+    assert_eq!(env.snapshot().origin, Origin::LastKnownGood);
+    assert!(
+        env.status()
+            .last_error
+            .unwrap()
+            .contains("behind the local copy")
+    );
+
+    // The store catches up to the same version: the copy is the store's again.
+    rig.publish(0, ENV, 3).await;
+    second.refresh(ENV).await.unwrap();
+    assert_eq!(env.snapshot().version, 3);
+    assert_eq!(
+        env.snapshot().origin,
+        Origin::Source {
+            label: "mem://store0".into()
+        }
+    );
+    assert_eq!(env.status().consecutive_failures, 0);
+}

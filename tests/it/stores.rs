@@ -817,6 +817,15 @@ async fn bad_configuration_is_reported_at_start() {
             error_chain(&err)
         );
     }
+    let twice = file_url(&std::env::temp_dir());
+    let err = delivery_config(vec![twice.clone(), twice])
+        .build()
+        .unwrap_err();
+    assert!(
+        error_chain(&err).contains("listed twice"),
+        "{}",
+        error_chain(&err)
+    );
     let err = delivery_config(vec![]).build().unwrap_err();
     assert!(err.to_string().contains("no source"), "{err}");
 
