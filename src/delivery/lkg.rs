@@ -145,6 +145,21 @@ struct StoreJob {
 }
 
 impl StoreJob {
+    /// True when the cache already holds a newer version than this job, and
+    /// this job is not a rollback published after it.
+    fn superseded(&self, env_dir: &Path) -> bool {
+        let Ok(existing) = fs::read(env_dir.join("manifest.pb")) else {
+            return false;
+        };
+        let (Ok((_, old)), Ok((_, new))) = (
+            crate::ruleset::codec::decode_manifest(&existing),
+            crate::ruleset::codec::decode_manifest(&self.manifest),
+        ) else {
+            return false;
+        };
+        old.version > new.version && !(new.rollback && new.published_at_ms > old.published_at_ms)
+    }
+
     fn run(self) -> io::Result<()> {
         let env_dir = self.dir.join(&self.env);
         // `rulesets/<version>.pb`, from the one definition of the layout.
@@ -155,6 +170,11 @@ impl StoreJob {
         else {
             return Err(io::Error::other("ruleset path has no folder or file name"));
         };
+        if self.superseded(&env_dir) {
+            // Saves are not ordered across tasks: a newer activation may have
+            // been written already. The cache must never go back.
+            return Ok(());
+        }
         let new_env = !env_dir.exists();
         fs::create_dir_all(rulesets_dir)?;
         if new_env {

@@ -878,6 +878,11 @@ async fn last_known_good_round_trips_through_the_same_verification() {
     // Storing the same snapshot again is harmless.
     lkg.store(activated(&r)).await.unwrap();
     assert_eq!(files(&dir), vec!["prod/manifest.pb", "prod/rulesets/2.pb"]);
+
+    // A late save of the older snapshot (saves are not ordered across tasks)
+    // never takes the cache back.
+    lkg.store(snap1).await.unwrap();
+    assert_eq!(files(&dir), vec!["prod/manifest.pb", "prod/rulesets/2.pb"]);
 }
 
 #[tokio::test]
