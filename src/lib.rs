@@ -9,10 +9,13 @@
 //!   the model, manifests, signatures, API keys and verification; pure too.
 //! - [`delivery`]: storage I/O: sources (object_store), failover and version
 //!   arbitration, lazily loaded environments, last-known-good.
+//! - [`http`]: the HTTP surface (axum): routes, auth, caching headers (the only
+//!   writer of them), errors and OFREP; handlers are thin over `delivery` and `eval`.
 //! - [`cli`]: the `flagbelt` command's subcommands (compile, inspect, eval, keys,
 //!   publish, fetch).
 
 pub mod cli;
 pub mod delivery;
 pub mod eval;
+pub mod http;
 pub mod ruleset;

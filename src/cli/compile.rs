@@ -114,7 +114,7 @@ fn check_not_older(env_dir: &Path, version: u64, rollback: bool) -> anyhow::Resu
     Ok(())
 }
 
-fn write_layout(
+pub(super) fn write_layout(
     out: &Path,
     env_dir: &Path,
     version: u64,

@@ -1,4 +1,4 @@
-//! The delivery settings shared by `flagbelt fetch` (and later `serve`): one
+//! The delivery settings shared by `flagbelt fetch` and `flagbelt serve`: one
 //! clap struct, every flag also an environment variable `FLAGBELT_<NAME>`,
 //! validated into [`DeliveryConfig`]'s typed values.
 

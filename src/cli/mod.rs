@@ -1,18 +1,20 @@
 //! The `flagbelt` command line: argument parsing and one module per subcommand.
 //!
-//! Owns file I/O, the clock and process exit codes for the commands (`compile`,
-//! `inspect`, `eval`, `keys`, `publish`, `fetch`). The format work itself lives in
+//! Owns file I/O, the clock, start-up and process exit codes for the commands
+//! (`compile`, `inspect`, `eval`, `keys`, `publish`, `fetch`, `serve`, `demo`). The format work itself lives in
 //! `ruleset` and `eval`; nothing here re-implements validation. Every failure is
 //! an error message on stderr and a non-zero exit, never a panic, and a failed
 //! command leaves no partial output behind.
 
 mod compile;
 mod delivery_args;
+mod demo;
 mod eval;
 mod fetch;
 mod inspect;
 mod keys;
 mod publish;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +49,11 @@ pub enum Command {
     /// Upload a compiled folder to every store (rulesets first, manifest last),
     /// with a per-store report.
     Publish(publish::Args),
+    /// Run the edge server: evaluation, OFREP, ruleset download, health,
+    /// Serve the bundled demo environment on 127.0.0.1:8080 and print how to call it.
+    Demo(demo::Args),
+    /// metrics and admin over HTTP.
+    Serve(serve::Args),
 }
 
 /// Parses the command line, runs the command and maps failure to exit code 1
@@ -60,6 +67,8 @@ pub fn main() -> ExitCode {
         Command::Keys(cmd) => keys::run(&cmd),
         Command::Fetch(args) => fetch::run(&args),
         Command::Publish(args) => publish::run(&args),
+        Command::Serve(args) => serve::run(&args),
+        Command::Demo(args) => demo::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

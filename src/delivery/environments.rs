@@ -408,7 +408,7 @@ impl Delivery {
                     ),
                 }
             }
-            (PollOutcome::Unchanged | PollOutcome::Unavailable, Some(local)) => (
+            (PollOutcome::Unavailable, Some(local)) => (
                 Arc::new(local),
                 Some(unavailable_message(&sources)),
                 "fallback",

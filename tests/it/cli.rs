@@ -409,3 +409,64 @@ fn eval_rejects_bad_arguments() {
     let err = fails(&["eval", s(empty.path())]);
     assert!(err.contains("no <env>/manifest.pb"), "{err}");
 }
+
+/// `flagbelt demo`, the README's first command: it starts, prints calls that
+/// work as printed, and serves the bundled environment.
+#[test]
+fn demo_serves_the_bundled_environment_and_prints_working_calls() {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flagbelt"))
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("demo starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.starts_with("flagbelt listening on");
+        printed.push(line);
+        if done {
+            break;
+        }
+        assert!(printed.len() < 100, "no listening line: {printed:?}");
+    }
+    let url = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("curl -i "))
+        .expect("a GET example")
+        .to_owned();
+    assert!(
+        printed.iter().any(|l| l.contains("fbs.demo.api.")),
+        "{printed:?}"
+    );
+    let path = url
+        .strip_prefix(&format!("http://127.0.0.1:{port}"))
+        .expect("the example targets the listener");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.to_lowercase().contains("cache-control: public"),
+        "{response}"
+    );
+    assert!(
+        response
+            .contains(r#""new-checkout":{"value":true,"variant":"on","reason":"TARGETING_MATCH"}"#),
+        "{response}"
+    );
+}

@@ -5,6 +5,7 @@ mod authoring;
 mod cli;
 mod environments;
 mod failover;
+mod http;
 mod signing;
 mod stores;
 mod vectors;

@@ -1,0 +1,139 @@
+//! `flagbelt demo`: the README's first command. Serves the bundled demo
+//! environment (`examples/demo.yaml`, compiled into the binary) from a
+//! temporary `file://` store, and prints ready-to-paste calls with the demo
+//! keys. No cloud account, no emulator. The temporary folder is removed on exit.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::Rng as _;
+
+use super::delivery_args::DeliveryArgs;
+use super::serve;
+use crate::ruleset::{authoring, codec, manifest};
+
+/// The demo environment's authoring YAML.
+const DEMO_YAML: &str = include_str!("../../examples/demo.yaml");
+/// The demo's public (browser) key; its hash is in `examples/demo.yaml`.
+pub const DEMO_PUBLIC_KEY: &str = "fbp.demo.web.l1u83ftUtHOALf0O9eQLbzxoEVeG8ynnsGVGBX0fsRE";
+/// The demo's server key.
+pub const DEMO_SERVER_KEY: &str = "fbs.demo.api.UDOFsxceYEcMLwUrLY76OqwMXlS9sohK3pjE9reiN5k";
+
+/// Arguments of `flagbelt demo`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "FLAGBELT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+pub(super) fn run(args: &Args) -> anyhow::Result<()> {
+    let dir = TempStore::new()?;
+    let (pb, _) = authoring::compile_yaml(DEMO_YAML, super::now_ms())
+        .context("the bundled demo ruleset does not compile")?;
+    let ruleset = codec::encode_ruleset(&pb);
+    let signed = manifest::build(
+        &pb.environment,
+        pb.version,
+        &ruleset,
+        i64::try_from(super::now_ms()).unwrap_or(i64::MAX),
+        false,
+        &[],
+    );
+    let env_dir = dir.0.join(&pb.environment);
+    super::compile::write_layout(
+        &dir.0,
+        &env_dir,
+        pb.version,
+        &ruleset,
+        &codec::encode_manifest(&signed),
+    )?;
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let token = URL_SAFE_NO_PAD.encode(raw);
+    let token_file = dir.0.join("admin-token");
+    std::fs::write(&token_file, &token).context("cannot write the demo admin token")?;
+    let source = url::Url::from_directory_path(&dir.0)
+        .map_err(|()| anyhow::anyhow!("temporary folder {} is not absolute", dir.0.display()))?
+        .to_string();
+
+    print_usage(args.listen, &token, &pb.environment);
+    let serve_args = serve::Args {
+        delivery: DeliveryArgs {
+            sources: vec![source],
+            public_keys: Vec::new(),
+            cache_dir: None,
+            bootstrap: None,
+            source_timeout_ms: 1000,
+            hedge_delay_ms: 200,
+            poll_interval_s: 10,
+            idle_ttl_s: 600,
+        },
+        listen: args.listen,
+        admin_listen: None,
+        preload: vec![pb.environment.clone()],
+        admin_token_file: Some(token_file),
+        s_maxage: 30,
+        stale_while_revalidate: 30,
+        stale_if_error: 86_400,
+        max_concurrency: 1024,
+        request_timeout_ms: 5000,
+        min_version_wait_ms: 2000,
+    };
+    serve::run(&serve_args)
+}
+
+fn print_usage(listen: SocketAddr, token: &str, env: &str) {
+    let base = format!("http://{listen}");
+    let ctx = URL_SAFE_NO_PAD
+        .encode(r#"{"targetingKey":"user-1","country":"NZ","app":{"version":"2.4.0"}}"#);
+    println!(
+        "flagbelt demo: environment {env:?} (examples/demo.yaml), unsigned, from a temporary file:// store"
+    );
+    println!("  public key  {DEMO_PUBLIC_KEY}");
+    println!("  server key  {DEMO_SERVER_KEY}");
+    println!("  admin token {token}");
+    println!();
+    println!(
+        "Try (context = base64url of {{\"targetingKey\":\"user-1\",\"country\":\"NZ\",\"app\":{{\"version\":\"2.4.0\"}}}}):"
+    );
+    println!("  curl -i {base}/v1/eval/{DEMO_PUBLIC_KEY}/{ctx}");
+    println!(
+        "  curl -s {base}/v1/eval -H 'Authorization: Bearer {DEMO_SERVER_KEY}' -H 'Content-Type: application/json' -d '{{\"context\":{{\"targetingKey\":\"user-1\",\"plan\":\"pro\"}}}}'"
+    );
+    println!(
+        "  curl -s {base}/ofrep/v1/evaluate/flags -H 'X-API-Key: {DEMO_PUBLIC_KEY}' -H 'Content-Type: application/json' -d '{{\"context\":{{\"targetingKey\":\"user-1\"}}}}'"
+    );
+    println!(
+        "  curl -s {base}/v1/ruleset -H 'Authorization: Bearer {DEMO_SERVER_KEY}' -H 'Accept: application/json'"
+    );
+    println!("  curl -s {base}/admin/v1/status -H 'Authorization: Bearer {token}'");
+    println!("Ctrl-C stops it.");
+    println!();
+}
+
+/// A temporary folder removed on drop.
+struct TempStore(PathBuf);
+
+impl TempStore {
+    fn new() -> anyhow::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path =
+            std::env::temp_dir().join(format!("flagbelt-demo-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,319 @@
+//! `flagbelt serve`: the edge server.
+//!
+//! Owns start-up and shutdown only: flags (each also `FLAGBELT_<NAME>`)
+//! validated into typed settings, the tracing subscriber (`RUST_LOG`, default
+//! `info`, to stderr), the Prometheus recorder (installed once, with periodic
+//! upkeep), delivery (built, probed, preloaded; failed preloads are retried in
+//! the background so `/readyz` turns 200 once storage answers), the listeners,
+//! and graceful shutdown on SIGTERM or Ctrl-C (in-flight requests finish,
+//! bounded by the request timeout plus a margin). Every configuration mistake
+//! is a clear error before anything is served. The HTTP behaviour itself is
+//! `crate::http`'s.
+//!
+//! Admin API: without `--admin-token-file`, `/admin` answers 404 (it does not
+//! exist on such an instance). With `--admin-listen`, `/admin` and `/metrics`
+//! are served only on that listener (plus `/healthz` and `/readyz`), never on
+//! the public one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::delivery_args::DeliveryArgs;
+use crate::delivery::config;
+use crate::delivery::environments::Delivery;
+use crate::http::{self, AdminToken, AppState, CachePolicy, HttpConfig};
+use crate::ruleset::valid_env_name;
+
+/// Arguments of `flagbelt serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Sources and fallbacks.
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+    /// Address of the public listener.
+    #[arg(long, env = "FLAGBELT_LISTEN", default_value = "[::]:8080")]
+    pub listen: SocketAddr,
+    /// Separate listener for `/admin` and `/metrics` (they are then not served
+    /// on the public listener).
+    #[arg(long, env = "FLAGBELT_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Environments to load at start and keep loaded; `/readyz` is 200 once
+    /// all of them are. Repeatable or comma-separated.
+    #[arg(long, env = "FLAGBELT_PRELOAD", value_delimiter = ',')]
+    pub preload: Vec<String>,
+    /// File holding the admin bearer token (read once at start, trimmed).
+    /// Without it, `/admin` answers 404.
+    #[arg(long, env = "FLAGBELT_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// `s-maxage` of cacheable evaluations (seconds).
+    #[arg(long, env = "FLAGBELT_S_MAXAGE", default_value_t = 30)]
+    pub s_maxage: u32,
+    /// `stale-while-revalidate` of cacheable evaluations (seconds).
+    #[arg(long, env = "FLAGBELT_STALE_WHILE_REVALIDATE", default_value_t = 30)]
+    pub stale_while_revalidate: u32,
+    /// `stale-if-error` of cacheable evaluations (seconds).
+    #[arg(long, env = "FLAGBELT_STALE_IF_ERROR", default_value_t = 86_400)]
+    pub stale_if_error: u32,
+    /// Most API requests in flight; more are shed with 503.
+    #[arg(long, env = "FLAGBELT_MAX_CONCURRENCY", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_concurrency: u64,
+    /// Longest an API request may take (ms); 503 after it.
+    #[arg(long, env = "FLAGBELT_REQUEST_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub request_timeout_ms: u64,
+    /// Longest a request with `Flagbelt-Min-Version` waits for this instance
+    /// to catch up before it is answered as stale (ms).
+    #[arg(long, env = "FLAGBELT_MIN_VERSION_WAIT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub min_version_wait_ms: u64,
+}
+
+/// Extra time after the request timeout for in-flight requests to finish at
+/// shutdown before the process exits anyway.
+const DRAIN_MARGIN: Duration = Duration::from_secs(5);
+/// How often failed preloads are retried.
+const PRELOAD_RETRY: Duration = Duration::from_secs(5);
+/// How often the Prometheus recorder's histograms are maintained.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+pub(super) fn run(args: &Args) -> anyhow::Result<()> {
+    init_tracing()?;
+    let config = http_config(args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(serve(args, config))
+}
+
+fn init_tracing() -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(s) if !s.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(&s)
+            .with_context(|| format!("RUST_LOG is not a valid filter: {s:?}"))?,
+        _ => tracing_subscriber::EnvFilter::new("info"),
+    };
+    // Ignore "already set": only a test harness would have set one.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    Ok(())
+}
+
+/// Validates the flags into the HTTP layer's settings (metrics are added once
+/// the recorder is installed).
+fn http_config(args: &Args) -> anyhow::Result<HttpConfig> {
+    for env in &args.preload {
+        if !valid_env_name(env) {
+            bail!("--preload: {env:?} is not an environment name ([A-Za-z0-9_-]{{1,64}})");
+        }
+    }
+    if args.admin_listen == Some(args.listen) {
+        bail!("--admin-listen must differ from --listen");
+    }
+    if args.min_version_wait_ms >= args.request_timeout_ms {
+        bail!(
+            "--min-version-wait-ms ({}) must be less than --request-timeout-ms ({}), or requests time out while waiting",
+            args.min_version_wait_ms,
+            args.request_timeout_ms
+        );
+    }
+    let admin_token = match &args.admin_token_file {
+        Some(path) => Some(read_token(path)?),
+        None => None,
+    };
+    Ok(HttpConfig {
+        cache: CachePolicy {
+            s_maxage: args.s_maxage,
+            stale_while_revalidate: args.stale_while_revalidate,
+            stale_if_error: args.stale_if_error,
+        },
+        min_version_wait: Duration::from_millis(args.min_version_wait_ms),
+        preload: args.preload.clone(),
+        admin_token,
+        metrics: None,
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        max_concurrency: usize::try_from(args.max_concurrency).unwrap_or(usize::MAX),
+    })
+}
+
+/// Reads the admin token file; its content never appears in errors or logs.
+fn read_token(path: &std::path::Path) -> anyhow::Result<AdminToken> {
+    let text = SecretString::from(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the admin token file {}", path.display()))?,
+    );
+    let trimmed = SecretString::from(secrecy::ExposeSecret::expose_secret(&text).trim());
+    if secrecy::ExposeSecret::expose_secret(&trimmed).is_empty() {
+        bail!("the admin token file {} is empty", path.display());
+    }
+    Ok(AdminToken::new(&trimmed))
+}
+
+async fn serve(args: &Args, mut config: HttpConfig) -> anyhow::Result<()> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the Prometheus recorder")?;
+    {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(METRICS_UPKEEP);
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
+    config.metrics = Some(handle);
+
+    let delivery = args.delivery.config().build()?;
+    for p in config::probe(&delivery).await {
+        if let Some(problem) = &p.problem {
+            tracing::warn!(source = %p.label, %problem, "source probe failed; delivery will fail over");
+        }
+    }
+    preload(&delivery, config.preload.clone()).await;
+
+    let public = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let admin = match args.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--admin-listen)"))?,
+        ),
+        None => None,
+    };
+    let public_addr = public.local_addr().context("listener address")?;
+    let drain = config.request_timeout + DRAIN_MARGIN;
+    let state = AppState::new(Arc::clone(&delivery), config);
+    match &admin {
+        Some(a) => {
+            let admin_addr = a.local_addr().context("listener address")?;
+            println!(
+                "flagbelt listening on http://{public_addr} (admin and metrics on http://{admin_addr})"
+            );
+        }
+        None => println!("flagbelt listening on http://{public_addr}"),
+    }
+    tracing::info!(%public_addr, "serving");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    let (public_app, admin_app) = match admin {
+        Some(_) => (
+            http::public_router(state.clone()),
+            Some(http::admin_router(state)),
+        ),
+        None => (http::router(state), None),
+    };
+    servers.spawn(run_server(public, public_app, stop_rx.clone()));
+    if let (Some(listener), Some(app)) = (admin, admin_app) {
+        servers.spawn(run_server(listener, app, stop_rx.clone()));
+    }
+
+    let stopped = tokio::select! {
+        () = shutdown_signal() => true,
+        // A server ending on its own (an accept error) ends the process.
+        Some(res) = servers.join_next() => {
+            res.context("server task failed")??;
+            false
+        }
+    };
+    if stopped {
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+        let finished = tokio::time::timeout(drain, async {
+            while let Some(res) = servers.join_next().await {
+                res.context("server task failed")??;
+            }
+            anyhow::Ok(())
+        })
+        .await;
+        match finished {
+            Ok(res) => res?,
+            Err(_) => tracing::warn!(
+                ?drain,
+                "requests still running at the drain deadline; exiting"
+            ),
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn run_server(
+    listener: TcpListener,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .context("the HTTP server failed")
+}
+
+/// Preloads `envs`; any that fail are retried in the background until they
+/// load (readiness waits for them; the server answers meanwhile).
+async fn preload(delivery: &Arc<Delivery>, envs: Vec<String>) {
+    if envs.is_empty() {
+        return;
+    }
+    let failed = delivery.preload(&envs).await;
+    if failed.is_empty() {
+        tracing::info!(environments = ?envs, "preloaded");
+        return;
+    }
+    for (env, e) in &failed {
+        tracing::warn!(env, error = %e, "preload failed; retrying in the background");
+    }
+    let delivery = Arc::clone(delivery);
+    let mut pending: Vec<String> = failed.into_iter().map(|(env, _)| env).collect();
+    tokio::spawn(async move {
+        while !pending.is_empty() {
+            tokio::time::sleep(PRELOAD_RETRY).await;
+            let failed = delivery.preload(&pending).await;
+            for env in &pending {
+                if !failed.iter().any(|(f, _)| f == env) {
+                    tracing::info!(env, "preloaded");
+                }
+            }
+            pending = failed.into_iter().map(|(env, _)| env).collect();
+        }
+    });
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,625 @@
+//! Cache headers, validators and CORS: the only code that writes them.
+//!
+//! Owns, for every response that used a ruleset snapshot, `Ruleset-Version` and
+//! `Ruleset-Age`; the cache policy of each kind of answer (CDN-cacheable,
+//! private, no-store); weak ETags and `If-None-Match` (weak comparison, `*`,
+//! lists) with the `304` that carries the same headers a `200` would; the purge
+//! tags (`Surrogate-Key`, `Cache-Tag`); `Vary`; and CORS (preflights, per-key
+//! allowed origins, exposed headers).
+//!
+//! Policy, in one place:
+//! - `GET /v1/eval` success: `Cache-Control: public, max-age=0, s-maxage=N,
+//!   stale-while-revalidate=M, stale-if-error=K`, the same directives without
+//!   `public, max-age=0` in `CDN-Cache-Control`, a weak ETag, purge tags and
+//!   `Vary: Accept-Encoding` (plus `Origin` when the key lists origins).
+//! - POST answers and `/v1/ruleset`: `private, no-cache` with a weak ETag (a
+//!   browser may keep them but must revalidate; no shared cache may store them).
+//! - A stale answer (behind `Flagbelt-Min-Version`), errors, health, readiness,
+//!   metrics and admin: `no-store`, never an ETag.
+//!
+//! ETags are weak because compression runs after the handler (the same tag then
+//! names the gzip, br and identity bodies), and they are derived from inputs
+//! (environment, version, ruleset digest, key id, audience, the fingerprint of
+//! the relevant context attributes), never from body bytes or the clock.
+//!
+//! Must not: evaluate flags, authenticate, or decide statuses other than 304.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONTENT_TYPE, ETAG,
+    IF_NONE_MATCH, ORIGIN, VARY,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use sha2::{Digest as _, Sha256};
+
+use super::errors::ApiError;
+use crate::delivery::Snapshot;
+use crate::eval::model::{ApiKey, Attr, KeyKind};
+use crate::eval::{Audience, Context, context_fingerprint, relevant_attrs};
+use crate::ruleset::hex;
+
+/// `Ruleset-Version`: the version of the ruleset that answered.
+pub const RULESET_VERSION: HeaderName = HeaderName::from_static("ruleset-version");
+/// `Ruleset-Age`: whole seconds since that ruleset was published.
+pub const RULESET_AGE: HeaderName = HeaderName::from_static("ruleset-age");
+/// `Flagbelt-Stale: true`: the instance could not reach the version the
+/// request asked for with `Flagbelt-Min-Version`.
+pub const FLAGBELT_STALE: HeaderName = HeaderName::from_static("flagbelt-stale");
+/// `Flagbelt-Min-Version` (request): the lowest ruleset version the caller
+/// accepts (read-your-writes after a publish).
+pub const FLAGBELT_MIN_VERSION: HeaderName = HeaderName::from_static("flagbelt-min-version");
+/// `CDN-Cache-Control` (RFC 9213): read by CDNs only.
+pub const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+/// `Surrogate-Key` (Fastly purge tags, space-separated).
+pub const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
+/// `Cache-Tag` (Cloudflare purge tags, comma-separated).
+pub const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
+
+/// Headers a browser may read on a cross-origin answer.
+const EXPOSE: &str = "ETag, Ruleset-Version, Ruleset-Age, Flagbelt-Stale";
+/// Request headers a browser may send (named one by one: a `*` wildcard
+/// does not cover `Authorization`).
+const ALLOW_HEADERS: &str =
+    "Authorization, X-API-Key, Content-Type, If-None-Match, Flagbelt-Min-Version";
+/// Browsers cap preflight caching (Chromium at 2 h).
+const PREFLIGHT_MAX_AGE: &str = "7200";
+
+/// Lifetimes of CDN-cacheable answers (`GET /v1/eval`), in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachePolicy {
+    /// `s-maxage`: how long a shared cache may serve an answer without asking.
+    pub s_maxage: u32,
+    /// `stale-while-revalidate`: how long it may serve a stale answer while it
+    /// revalidates in the background.
+    pub stale_while_revalidate: u32,
+    /// `stale-if-error`: how long it may serve a stale answer when this server
+    /// errors or cannot be reached.
+    pub stale_if_error: u32,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        Self {
+            s_maxage: 30,
+            stale_while_revalidate: 30,
+            stale_if_error: 86_400,
+        }
+    }
+}
+
+/// The policy's header values, rendered once at start.
+#[derive(Debug, Clone)]
+pub(crate) struct Directives {
+    cache_control: HeaderValue,
+    cdn_cache_control: HeaderValue,
+}
+
+impl Directives {
+    pub(crate) fn new(p: CachePolicy) -> Self {
+        let shared = format!(
+            "s-maxage={}, stale-while-revalidate={}, stale-if-error={}",
+            p.s_maxage, p.stale_while_revalidate, p.stale_if_error
+        );
+        // Digits, commas, spaces and letters only: always a valid header value.
+        let value =
+            |s: String| HeaderValue::try_from(s).unwrap_or(HeaderValue::from_static("no-store"));
+        Self {
+            cache_control: value(format!("public, max-age=0, {shared}")),
+            cdn_cache_control: value(shared),
+        }
+    }
+}
+
+/// A weak entity tag, `W/"<32 hex>"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ETag(HeaderValue);
+
+impl ETag {
+    fn from_digest(h: Sha256) -> Self {
+        let digest: [u8; 32] = h.finalize().into();
+        let text = format!("W/\"{}\"", hex::encode(&digest[..16]));
+        // Hex inside quotes is always a valid header value.
+        Self(HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("W/\"0\"")))
+    }
+
+    /// The tag's text as sent, e.g. `W/"ab12..."`.
+    #[cfg(test)]
+    pub(crate) fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+
+    /// The opaque tag without `W/` and quotes.
+    fn opaque(&self) -> &[u8] {
+        let b = self.0.as_bytes();
+        let b = b.strip_prefix(b"W/").unwrap_or(b);
+        b.strip_prefix(b"\"")
+            .and_then(|b| b.strip_suffix(b"\""))
+            .unwrap_or(b)
+    }
+}
+
+/// Which kind of evaluation answer a tag names: the same inputs give different
+/// bodies on different routes, so each route gets its own tag space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AnswerKind {
+    /// `GET /v1/eval/...` and `POST /v1/eval` (the DESIGN answer shape).
+    Eval,
+    /// `POST /ofrep/v1/evaluate/flags` (OFREP bulk shape).
+    OfrepBulk,
+}
+
+/// The ETag of an evaluation answer: environment, version and digest of the
+/// ruleset, the key id, the audience and the fingerprint of the context
+/// restricted to the attributes the audience's flags read.
+pub(crate) fn answer_etag(
+    kind: AnswerKind,
+    snap: &Snapshot,
+    key_id: &str,
+    audience: Audience,
+    fingerprint: u128,
+) -> ETag {
+    let mut h = Sha256::new();
+    h.update(match kind {
+        AnswerKind::Eval => b"eval\0".as_slice(),
+        AnswerKind::OfrepBulk => b"ofrep-bulk\0".as_slice(),
+    });
+    h.update((snap.environment.len() as u64).to_le_bytes());
+    h.update(snap.environment.as_bytes());
+    h.update(snap.version.to_le_bytes());
+    h.update(snap.sha256);
+    h.update((key_id.len() as u64).to_le_bytes());
+    h.update(key_id.as_bytes());
+    h.update([match audience {
+        Audience::Client => 1u8,
+        Audience::All => 2u8,
+    }]);
+    h.update(fingerprint.to_le_bytes());
+    ETag::from_digest(h)
+}
+
+/// The ETag of `GET /v1/ruleset` in one format: version and digest of the
+/// stored bytes, plus the format (two representations of one URL).
+pub(crate) fn ruleset_etag(snap: &Snapshot, format: &'static str) -> ETag {
+    let mut h = Sha256::new();
+    h.update(b"ruleset\0");
+    h.update(format.as_bytes());
+    h.update(b"\0");
+    h.update(snap.environment.as_bytes());
+    h.update(b"\0");
+    h.update(snap.version.to_le_bytes());
+    h.update(snap.sha256);
+    ETag::from_digest(h)
+}
+
+/// True when `If-None-Match` matches `tag` by weak comparison: `*`, or any
+/// entity tag in any of the header's lines whose opaque part equals ours,
+/// `W/` or not.
+pub(crate) fn if_none_match(req: &HeaderMap, tag: &ETag) -> bool {
+    let ours = tag.opaque();
+    req.get_all(IF_NONE_MATCH).iter().any(|line| {
+        let mut rest = line.as_bytes();
+        loop {
+            rest = rest.trim_ascii_start();
+            if let Some(r) = rest.strip_prefix(b",") {
+                rest = r;
+                continue;
+            }
+            if rest.is_empty() {
+                return false;
+            }
+            if rest.first() == Some(&b'*') {
+                return true;
+            }
+            let r = rest.strip_prefix(b"W/").unwrap_or(rest);
+            let Some(r) = r.strip_prefix(b"\"") else {
+                // Not an entity tag: skip to the next list element.
+                match rest.iter().position(|&b| b == b',') {
+                    Some(i) => {
+                        rest = &rest[i + 1..];
+                        continue;
+                    }
+                    None => return false,
+                }
+            };
+            let Some(end) = r.iter().position(|&b| b == b'"') else {
+                return false;
+            };
+            if &r[..end] == ours {
+                return true;
+            }
+            rest = &r[end + 1..];
+        }
+    })
+}
+
+/// How an answer may be cached.
+#[derive(Debug, Clone, Copy)]
+enum Cache<'a> {
+    /// CDN-cacheable (`GET /v1/eval`), tagged for purging by key id.
+    Shared { key_id: &'a str },
+    /// Only the caller's own cache, always revalidated.
+    Private,
+}
+
+/// A successful answer's metadata; [`Reply::send`] turns it, the request's
+/// validators and a body into the response.
+#[derive(Debug)]
+pub(crate) struct Reply<'a> {
+    snapshot: &'a Snapshot,
+    cache: Cache<'a>,
+    etag: Option<ETag>,
+    stale: bool,
+    cors_key: Option<&'a ApiKey>,
+    vary_accept: bool,
+}
+
+/// A response body with its media type.
+#[derive(Debug)]
+pub(crate) struct Payload {
+    /// `Content-Type`.
+    pub content_type: HeaderValue,
+    /// The bytes.
+    pub bytes: Bytes,
+}
+
+impl Payload {
+    /// A JSON body.
+    pub(crate) fn json(bytes: Vec<u8>) -> Self {
+        Self {
+            content_type: HeaderValue::from_static("application/json"),
+            bytes: Bytes::from(bytes),
+        }
+    }
+}
+
+impl<'a> Reply<'a> {
+    /// A CDN-cacheable answer for the key `key_id`.
+    pub(crate) fn shared(snapshot: &'a Snapshot, key_id: &'a str) -> Self {
+        Self::new(snapshot, Cache::Shared { key_id })
+    }
+
+    /// A private answer.
+    pub(crate) fn private(snapshot: &'a Snapshot) -> Self {
+        Self::new(snapshot, Cache::Private)
+    }
+
+    fn new(snapshot: &'a Snapshot, cache: Cache<'a>) -> Self {
+        Self {
+            snapshot,
+            cache,
+            etag: None,
+            stale: false,
+            cors_key: None,
+            vary_accept: false,
+        }
+    }
+
+    /// The validator (answers `If-None-Match` with 304).
+    pub(crate) fn etag(mut self, etag: Option<ETag>) -> Self {
+        self.etag = etag;
+        self
+    }
+
+    /// The snapshot is older than the request's `Flagbelt-Min-Version`:
+    /// `Flagbelt-Stale: true`, `no-store`, no validator.
+    pub(crate) fn stale(mut self, stale: bool) -> Self {
+        self.stale = stale;
+        self
+    }
+
+    /// The authenticated key, for CORS: a public key's allowed origins decide
+    /// `Access-Control-Allow-Origin`; a server key gets none.
+    pub(crate) fn cors(mut self, key: Option<&'a ApiKey>) -> Self {
+        self.cors_key = key.filter(|k| k.kind == KeyKind::Frontend);
+        self
+    }
+
+    /// The body depends on `Accept` (content negotiation).
+    pub(crate) fn vary_accept(mut self) -> Self {
+        self.vary_accept = true;
+        self
+    }
+
+    /// The response: a 304 without calling `body` when `If-None-Match`
+    /// matches, else a 200 with the body. Both carry the same headers.
+    pub(crate) fn send(
+        self,
+        req: &HeaderMap,
+        directives: &Directives,
+        body: impl FnOnce() -> Result<Payload, ApiError>,
+    ) -> Result<Response, ApiError> {
+        let etag = if self.stale { None } else { self.etag.clone() };
+        let not_modified = etag.as_ref().is_some_and(|t| if_none_match(req, t));
+        let mut res = if not_modified {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            let payload = body()?;
+            let mut res = Response::new(Body::from(payload.bytes));
+            res.headers_mut().insert(CONTENT_TYPE, payload.content_type);
+            res
+        };
+        let h = res.headers_mut();
+        stamp(h, self.snapshot);
+        let mut vary: Vec<&str> = Vec::with_capacity(3);
+        if self.vary_accept {
+            vary.push("Accept");
+        }
+        if self.stale {
+            no_store(h);
+            h.insert(FLAGBELT_STALE, HeaderValue::from_static("true"));
+        } else {
+            match self.cache {
+                Cache::Shared { key_id } => {
+                    h.insert(CACHE_CONTROL, directives.cache_control.clone());
+                    h.insert(CDN_CACHE_CONTROL, directives.cdn_cache_control.clone());
+                    purge_tags(h, self.snapshot, key_id);
+                    // Compression adds this only when it compresses; a shared
+                    // cache needs it on every representation.
+                    vary.push("Accept-Encoding");
+                }
+                Cache::Private => {
+                    h.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+                }
+            }
+            if let Some(tag) = etag {
+                h.insert(ETAG, tag.0);
+            }
+        }
+        if let Some(key) = self.cors_key
+            && allow_origin(h, key, req.get(ORIGIN))
+        {
+            vary.push("Origin");
+        }
+        if !vary.is_empty()
+            && let Ok(v) = HeaderValue::try_from(vary.join(", "))
+        {
+            h.insert(VARY, v);
+        }
+        Ok(res)
+    }
+}
+
+/// `Surrogate-Key: env:<env> key:<id> v:<version>` and the same tags in
+/// `Cache-Tag`, comma-separated. Environment names and key ids are
+/// `[A-Za-z0-9_-]`, so the tags need no escaping.
+fn purge_tags(h: &mut HeaderMap, snap: &Snapshot, key_id: &str) {
+    let env = &snap.environment;
+    let v = snap.version;
+    if let Ok(sk) = HeaderValue::try_from(format!("env:{env} key:{key_id} v:{v}")) {
+        h.insert(SURROGATE_KEY, sk);
+    }
+    if let Ok(ct) = HeaderValue::try_from(format!("env:{env},key:{key_id},v:{v}")) {
+        h.insert(CACHE_TAG, ct);
+    }
+}
+
+/// Sets `Access-Control-Allow-Origin` for a public key: `*` when the key
+/// allows any origin, the request's `Origin` echoed when the key lists it,
+/// nothing otherwise. Returns true when the answer depends on `Origin` (the
+/// key lists origins), so the caller adds `Vary: Origin`; this holds also when
+/// nothing was echoed, or a shared cache could hand the origin-less answer to
+/// an allowed origin.
+fn allow_origin(h: &mut HeaderMap, key: &ApiKey, origin: Option<&HeaderValue>) -> bool {
+    if key.allowed_origins.iter().any(|o| o == "*") {
+        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        return false;
+    }
+    if let Some(origin) = origin
+        && let Ok(text) = origin.to_str()
+        && key.allowed_origins.iter().any(|o| o == text)
+    {
+        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    }
+    true
+}
+
+/// `Ruleset-Version` and `Ruleset-Age` of the snapshot that answered.
+pub(crate) fn stamp(h: &mut HeaderMap, snap: &Snapshot) {
+    h.insert(RULESET_VERSION, HeaderValue::from(snap.version));
+    h.insert(
+        RULESET_AGE,
+        HeaderValue::from(age_seconds(snap.published_at_ms)),
+    );
+}
+
+/// [`stamp`] on a finished response (an error answered after the snapshot
+/// was loaded).
+pub(crate) fn stamped(mut res: Response, snap: &Snapshot) -> Response {
+    stamp(res.headers_mut(), snap);
+    res
+}
+
+fn age_seconds(published_at_ms: i64) -> u64 {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    u64::try_from(now_ms.saturating_sub(published_at_ms) / 1000).unwrap_or(0)
+}
+
+/// `Cache-Control: no-store`.
+pub(crate) fn no_store(h: &mut HeaderMap) {
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// A `no-store` response with a body (health, readiness, metrics, admin).
+pub(crate) fn uncacheable(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Body>,
+) -> Response {
+    let mut res = Response::new(body.into());
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    no_store(h);
+    res
+}
+
+/// A `no-store` JSON response.
+pub(crate) fn uncacheable_json(status: StatusCode, body: &serde_json::Value) -> Response {
+    uncacheable(status, "application/json", body.to_string())
+}
+
+/// The answer to a CORS preflight (`OPTIONS`), given without authentication:
+/// any origin may ask, since what it may read is decided per key on the
+/// actual request. Cacheable for as long as browsers keep preflights.
+pub(crate) async fn preflight() -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let h = res.headers_mut();
+    h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(ALLOW_HEADERS),
+    );
+    h.insert(
+        ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static(PREFLIGHT_MAX_AGE),
+    );
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=7200"),
+    );
+    res
+}
+
+/// Middleware for the browser-facing routes: every response exposes the
+/// headers clients read, and an error that no key decided on gets
+/// `Access-Control-Allow-Origin: *` so the page can read why it failed (error
+/// bodies hold nothing a caller did not send, and no-store keeps them out of
+/// caches).
+pub(crate) async fn cors(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let failed = res.status().is_client_error() || res.status().is_server_error();
+    let h = res.headers_mut();
+    h.insert(
+        ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSE),
+    );
+    if failed && !h.contains_key(ACCESS_CONTROL_ALLOW_ORIGIN) {
+        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    }
+    res
+}
+
+/// Relevant attributes per (environment, version, digest, audience): walking
+/// every visible rule is proportional to the ruleset, the fingerprint only to
+/// the attributes, so the walk is done once per snapshot and audience.
+///
+/// Measured (release, 10,000 flags with one rule each, 1,000 client-visible):
+/// the walk took 79 µs (client) and 458 µs (all flags), 4 times
+/// `evaluate_all` itself (18 µs / 164 µs); the fingerprint took 0.5–1.5 µs.
+/// A cache lookup costs well under a microsecond, so computing on demand would
+/// have dominated every request on large rulesets.
+#[derive(Clone)]
+pub(crate) struct RelevantAttrs {
+    cache: moka::future::Cache<SnapshotAudience, Arc<[Attr]>>,
+}
+
+/// Environment, version, ruleset digest, and whether the audience is
+/// client-only.
+type SnapshotAudience = (String, u64, [u8; 32], bool);
+
+impl std::fmt::Debug for RelevantAttrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelevantAttrs")
+            .field("entries", &self.cache.entry_count())
+            .finish()
+    }
+}
+
+impl RelevantAttrs {
+    pub(crate) fn new() -> Self {
+        Self {
+            cache: moka::future::Cache::builder()
+                .max_capacity(20_000)
+                .time_to_idle(std::time::Duration::from_secs(600))
+                .build(),
+        }
+    }
+
+    /// The fingerprint of `ctx` over what `audience` can read in `snap`.
+    pub(crate) async fn fingerprint(
+        &self,
+        snap: &Snapshot,
+        audience: Audience,
+        ctx: &Context,
+    ) -> u128 {
+        let key = (
+            snap.environment.clone(),
+            snap.version,
+            snap.sha256,
+            audience == Audience::Client,
+        );
+        let attrs = self
+            .cache
+            .get_with(key, async {
+                Arc::from(relevant_attrs(&snap.ruleset, audience))
+            })
+            .await;
+        context_fingerprint(&attrs, ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(hex32: &str) -> ETag {
+        ETag(HeaderValue::try_from(format!("W/\"{hex32}\"")).unwrap())
+    }
+
+    fn req(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(IF_NONE_MATCH, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn if_none_match_uses_weak_comparison_lists_and_star() {
+        let t = tag("abc");
+        assert_eq!(t.as_str(), "W/\"abc\"");
+        assert!(if_none_match(&req(&["W/\"abc\""]), &t));
+        assert!(if_none_match(&req(&["\"abc\""]), &t), "weak matches strong");
+        assert!(if_none_match(&req(&["*"]), &t));
+        assert!(if_none_match(&req(&["\"x\", W/\"abc\""]), &t));
+        assert!(if_none_match(&req(&["\"x\",W/\"y\" ,  \"abc\""]), &t));
+        assert!(
+            if_none_match(&req(&["\"x\"", "\"abc\""]), &t),
+            "several lines"
+        );
+        assert!(!if_none_match(&req(&["W/\"abcd\""]), &t));
+        assert!(!if_none_match(&req(&["\"ab\""]), &t));
+        assert!(!if_none_match(&req(&[]), &t));
+        assert!(!if_none_match(&req(&["abc"]), &t), "unquoted is not a tag");
+        assert!(!if_none_match(&req(&["\"abc"]), &t), "unterminated");
+        assert!(if_none_match(&req(&["junk, \"abc\""]), &t));
+    }
+
+    #[test]
+    fn directives_render_the_policy() {
+        let d = Directives::new(CachePolicy::default());
+        assert_eq!(
+            d.cache_control,
+            "public, max-age=0, s-maxage=30, stale-while-revalidate=30, stale-if-error=86400"
+        );
+        assert_eq!(
+            d.cdn_cache_control,
+            "s-maxage=30, stale-while-revalidate=30, stale-if-error=86400"
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! The HTTP surface: routes, extractors, auth, caching, errors, OFREP.
+//!
+//! Owns the router ([`router`], or [`public_router`] + [`admin_router`] for
+//! two listeners), the shared state ([`AppState`], cheap to clone, narrowed
+//! for handlers with `FromRef`), and the edge layers: panic catching, JSON for
+//! every error, a request timeout, a concurrency limit that sheds instead of
+//! queueing, a body limit, compression, request metrics and tracing spans.
+//!
+//! Handlers stay thin: extract → authenticate → one snapshot → evaluate →
+//! [`caching`] (the only writer of cache headers). Errors are one enum mapped in
+//! [`errors`]. This module must not evaluate anything itself, touch storage
+//! except through [`Delivery`], or log URLs (a public key is in the eval path):
+//! spans and metrics carry the route template only.
+//!
+//! Routes (DESIGN.md, "HTTP surface"):
+//!
+//! | route | auth | notes |
+//! |---|---|---|
+//! | `GET /v1/eval/{public_key}/{context}` | public key in the path | CDN-cacheable |
+//! | `POST /v1/eval` | key in `Authorization: Bearer` or `X-API-Key` | private |
+//! | `POST /ofrep/v1/evaluate/flags`, `.../flags/{key}` | as above | OFREP shapes |
+//! | `GET /v1/ruleset` | server key | protobuf or JSON by `Accept` |
+//! | `GET /healthz`, `GET /readyz` | none | no-store |
+//! | `GET /metrics`, `GET /admin/v1/status`, `POST /admin/v1/reload` | admin token for `/admin` | no-store; on the admin listener when there is one |
+
+mod admin;
+mod auth;
+pub mod caching;
+pub mod errors;
+mod ofrep;
+mod routes;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use auth::AdminToken;
+pub use caching::CachePolicy;
+pub use errors::ApiError;
+
+use crate::delivery::environments::Delivery;
+
+/// Largest request body accepted (413 above it).
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Largest context path segment of `GET /v1/eval` (414 above it).
+pub const MAX_CONTEXT_SEGMENT: usize = 8 * 1024;
+
+/// Everything the HTTP layer is configured with (already validated).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Lifetimes of CDN-cacheable answers.
+    pub cache: CachePolicy,
+    /// How long a request with `Flagbelt-Min-Version` may wait for the
+    /// instance to catch up before it is answered as stale.
+    pub min_version_wait: Duration,
+    /// Environments that must be loaded for `/readyz` to say ready.
+    pub preload: Vec<String>,
+    /// The admin token; `None` disables `/admin` (404).
+    pub admin_token: Option<AdminToken>,
+    /// The Prometheus handle `/metrics` renders; `None` disables `/metrics` (404).
+    pub metrics: Option<PrometheusHandle>,
+    /// Longest time a request may take (503 after it).
+    pub request_timeout: Duration,
+    /// Most requests evaluated at once; more are shed with 503.
+    pub max_concurrency: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            cache: CachePolicy::default(),
+            min_version_wait: Duration::from_millis(2000),
+            preload: Vec::new(),
+            admin_token: None,
+            metrics: None,
+            request_timeout: Duration::from_millis(5000),
+            max_concurrency: 1024,
+        }
+    }
+}
+
+/// Shared state of all handlers: a few `Arc`s, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    eval: EvalState,
+    ops: OpsState,
+    admin: AdminState,
+    limits: Limits,
+}
+
+/// What evaluation handlers need.
+#[derive(Debug, Clone)]
+pub(crate) struct EvalState {
+    pub delivery: Arc<Delivery>,
+    pub directives: Arc<caching::Directives>,
+    pub relevant: caching::RelevantAttrs,
+    pub min_version_wait: Duration,
+}
+
+/// What health, readiness and metrics need.
+#[derive(Debug, Clone)]
+pub(crate) struct OpsState {
+    pub delivery: Arc<Delivery>,
+    pub preload: Arc<[String]>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// What the admin API needs.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminState {
+    pub delivery: Arc<Delivery>,
+    pub preload: Arc<[String]>,
+    pub token: Option<AdminToken>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    request_timeout: Duration,
+    max_concurrency: usize,
+}
+
+impl AppState {
+    /// State over `delivery` with `config`.
+    pub fn new(delivery: Arc<Delivery>, config: HttpConfig) -> Self {
+        let preload: Arc<[String]> = config.preload.into();
+        Self {
+            eval: EvalState {
+                delivery: Arc::clone(&delivery),
+                directives: Arc::new(caching::Directives::new(config.cache)),
+                relevant: caching::RelevantAttrs::new(),
+                min_version_wait: config.min_version_wait,
+            },
+            ops: OpsState {
+                delivery: Arc::clone(&delivery),
+                preload: Arc::clone(&preload),
+                metrics: config.metrics,
+            },
+            admin: AdminState {
+                delivery,
+                preload,
+                token: config.admin_token,
+            },
+            limits: Limits {
+                request_timeout: config.request_timeout,
+                max_concurrency: config.max_concurrency.max(1),
+            },
+        }
+    }
+}
+
+impl FromRef<AppState> for EvalState {
+    fn from_ref(s: &AppState) -> Self {
+        s.eval.clone()
+    }
+}
+
+impl FromRef<AppState> for OpsState {
+    fn from_ref(s: &AppState) -> Self {
+        s.ops.clone()
+    }
+}
+
+impl FromRef<AppState> for AdminState {
+    fn from_ref(s: &AppState) -> Self {
+        s.admin.clone()
+    }
+}
+
+/// Every route on one listener: the API, health, readiness, metrics and admin.
+pub fn router(state: AppState) -> Router {
+    let limits = state.limits;
+    edge(
+        api(limits)
+            .merge(health())
+            .merge(admin_routes())
+            .with_state(state),
+    )
+}
+
+/// The public listener when admin routes have their own: the API, health and
+/// readiness; no `/metrics`, no `/admin`.
+pub fn public_router(state: AppState) -> Router {
+    let limits = state.limits;
+    edge(api(limits).merge(health()).with_state(state))
+}
+
+/// The admin listener: `/admin`, `/metrics`, health and readiness.
+pub fn admin_router(state: AppState) -> Router {
+    edge(health().merge(admin_routes()).with_state(state))
+}
+
+/// Evaluation, OFREP and ruleset routes, behind the timeout and the
+/// concurrency limit. Health and admin stay outside the limit, so an
+/// overloaded instance still answers its probes.
+fn api(limits: Limits) -> Router<AppState> {
+    // One stack, cloned onto both groups: the clones share one semaphore, so
+    // the limit is global.
+    let limited = ServiceBuilder::new()
+        .layer(TimeoutLayer::with_status_code(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            limits.request_timeout,
+        ))
+        .layer(HandleErrorLayer::new(errors::overloaded))
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrency))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    // CORS outside the limits, so a page can read a timeout or a shed request
+    // too.
+    let browser = Router::new()
+        .route(
+            "/v1/eval/{public_key}/{context}",
+            get(routes::eval_get).options(caching::preflight),
+        )
+        .route(
+            "/v1/eval",
+            post(routes::eval_post).options(caching::preflight),
+        )
+        .route(
+            "/ofrep/v1/evaluate/flags",
+            post(ofrep::bulk).options(caching::preflight),
+        )
+        .route(
+            "/ofrep/v1/evaluate/flags/{key}",
+            post(ofrep::single).options(caching::preflight),
+        )
+        .layer(limited.clone())
+        .layer(middleware::from_fn(caching::cors));
+    let server = Router::new()
+        .route("/v1/ruleset", get(routes::ruleset))
+        .layer(limited);
+    browser.merge(server)
+}
+
+fn health() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+}
+
+fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/metrics", get(routes::metrics))
+        .route("/admin/v1/status", get(admin::status))
+        .route("/admin/v1/reload", post(admin::reload))
+}
+
+/// Layers every route shares, outermost first: tracing span (route template,
+/// never the URL), request metrics, JSON for every error, panics as JSON 500,
+/// compression.
+fn edge(router: Router) -> Router {
+    router.fallback(routes::fallback).layer(
+        ServiceBuilder::new()
+            .layer(
+                TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    tracing::info_span!("request", method = %req.method(), route = route_of(req))
+                }),
+            )
+            .layer(middleware::from_fn(track))
+            .layer(middleware::from_fn(errors::json_errors))
+            .layer(CatchPanicLayer::custom(errors::panic_response))
+            .layer(CompressionLayer::new()),
+    )
+}
+
+fn route_of(req: &Request) -> &str {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+}
+
+/// Counts requests by route template, method and status, and times them.
+async fn track(req: Request, next: Next) -> Response {
+    let route = route_of(&req).to_owned();
+    let method: &'static str = match *req.method() {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let start = Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("flagbelt_http_requests_total",
+        "route" => route.clone(), "method" => method, "status" => status)
+    .increment(1);
+    metrics::histogram!("flagbelt_http_request_seconds", "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    res
+}

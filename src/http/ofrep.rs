@@ -1,0 +1,196 @@
+//! OpenFeature Remote Evaluation Protocol (OFREP) routes.
+//!
+//! Owns `POST /ofrep/v1/evaluate/flags` (bulk: every flag the key sees, with an
+//! ETag and a `304` on `If-None-Match` even though it is a POST, as OFREP
+//! requires) and `POST /ofrep/v1/evaluate/flags/{key}` (one flag), and their
+//! shapes: success `{key, value, reason, variant}` (always a `variant`, and
+//! only the reasons real clients accept), errors `{errorCode, errorDetails}`
+//! (bulk) and `{key, errorCode, errorDetails}` (single).
+//!
+//! Decisions: the request may be `{"context": {...}}` or `{}` (clients send
+//! both); a missing `targetingKey` is accepted (a rollout then serves its
+//! default with reason `DEFAULT`, as everywhere else); a public key asking for
+//! a server-only flag gets `FLAG_NOT_FOUND`, exactly as for a flag that does not
+//! exist. The single-flag answer carries no ETag (OFREP leaves its caching to
+//! the client). Must not: evaluate differently from `/v1/eval`, or write cache
+//! headers (that is [`caching`]).
+
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+
+use super::EvalState;
+use super::auth::{self, Need};
+use super::caching::{self, AnswerKind, Payload, Reply};
+use super::errors::{ApiError, OfrepError, Shape};
+use super::routes::{authenticate, body_bytes, context_from_body, finish};
+use crate::eval::{self, Audience, Evaluation};
+
+/// `POST /ofrep/v1/evaluate/flags`: every flag the key sees.
+pub(crate) async fn bulk(
+    State(st): State<EvalState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let bulk_error = |error| OfrepError { error, key: None }.into_response();
+    let key = match auth::header_key(&headers) {
+        Ok(k) => k,
+        Err(e) => return bulk_error(e),
+    };
+    let ctx = match body_bytes(body).and_then(|b| context_from_body(&b)) {
+        Ok(c) => c,
+        Err(e) => return bulk_error(e),
+    };
+    let caller = match authenticate(&st, key, &headers).await {
+        Ok(c) => c,
+        Err(e) => return bulk_error(e),
+    };
+    let snap = &caller.snapshot;
+    let audience = caller.audience();
+    let fingerprint = st.relevant.fingerprint(snap, audience, &ctx).await;
+    let etag = caching::answer_etag(
+        AnswerKind::OfrepBulk,
+        snap,
+        caller.key_id(),
+        audience,
+        fingerprint,
+    );
+    let res = caller.require(Need::Any).and_then(|()| {
+        Reply::private(snap)
+            .etag(Some(etag))
+            .stale(caller.stale)
+            .cors(caller.key())
+            .send(&headers, &st.directives, || {
+                let flags = eval::evaluate_all(&snap.ruleset, &ctx, audience);
+                serde_json::to_vec(&BulkBody {
+                    flags: &flags,
+                    stale: caller.stale,
+                })
+                .map(Payload::json)
+                .map_err(|e| ApiError::internal("serialising an OFREP answer", e))
+            })
+    });
+    finish(res, snap, Shape::OfrepBulk)
+}
+
+/// `POST /ofrep/v1/evaluate/flags/{key}`: one flag.
+pub(crate) async fn single(
+    State(st): State<EvalState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let flag_key = match path {
+        Ok(Path(k)) => k,
+        Err(_) => {
+            return OfrepError {
+                error: ApiError::BadRequest("malformed flag key".to_owned()),
+                key: None,
+            }
+            .into_response();
+        }
+    };
+    let fail = |error| {
+        OfrepError {
+            error,
+            key: Some(flag_key.clone()),
+        }
+        .into_response()
+    };
+    let key = match auth::header_key(&headers) {
+        Ok(k) => k,
+        Err(e) => return fail(e),
+    };
+    let ctx = match body_bytes(body).and_then(|b| context_from_body(&b)) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let caller = match authenticate(&st, key, &headers).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let snap = &caller.snapshot;
+    let rs = &snap.ruleset;
+    let res = caller.require(Need::Any).and_then(|()| {
+        let idx = *rs
+            .flag_index
+            .get(flag_key.as_str())
+            .ok_or(ApiError::FlagNotFound)?;
+        let visible =
+            caller.audience() == Audience::All || rs.flags.get(idx).is_some_and(|f| f.client);
+        if !visible {
+            return Err(ApiError::FlagNotFound);
+        }
+        let evaluation = eval::evaluate_flag(rs, idx, &ctx).ok_or_else(|| {
+            ApiError::internal("evaluating a flag", "the model broke an invariant")
+        })?;
+        Reply::private(snap)
+            .stale(caller.stale)
+            .cors(caller.key())
+            .send(&headers, &st.directives, || {
+                serde_json::to_vec(&FlagBody {
+                    evaluation: &evaluation,
+                    stale: caller.stale,
+                })
+                .map(Payload::json)
+                .map_err(|e| ApiError::internal("serialising an OFREP answer", e))
+            })
+    });
+    finish(res, snap, Shape::OfrepFlag(&flag_key))
+}
+
+/// `{"flags": [{key, value, reason, variant}, ...]}`.
+struct BulkBody<'a, 'r> {
+    flags: &'a [Evaluation<'r>],
+    stale: bool,
+}
+
+impl Serialize for BulkBody<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Flags<'a, 'r>(&'a [Evaluation<'r>], bool);
+        impl Serialize for Flags<'_, '_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for e in self.0 {
+                    seq.serialize_element(&FlagBody {
+                        evaluation: e,
+                        stale: self.1,
+                    })?;
+                }
+                seq.end()
+            }
+        }
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("flags", &Flags(self.flags, self.stale))?;
+        m.end()
+    }
+}
+
+/// `{"key", "value", "reason", "variant"}`; the reason is `STALE` when the
+/// instance could not reach the requested version.
+struct FlagBody<'a, 'r> {
+    evaluation: &'a Evaluation<'r>,
+    stale: bool,
+}
+
+impl Serialize for FlagBody<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let e = self.evaluation;
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("key", e.key())?;
+        m.serialize_entry("value", e.value())?;
+        m.serialize_entry(
+            "reason",
+            if self.stale {
+                "STALE"
+            } else {
+                e.reason.as_str()
+            },
+        )?;
+        m.serialize_entry("variant", &*e.variant.name)?;
+        m.end()
+    }
+}

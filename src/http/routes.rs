@@ -1,0 +1,410 @@
+//! flagbelt's own routes: evaluation (`GET` and `POST /v1/eval`), the ruleset
+//! download, health, readiness, metrics and the fallback; plus the context
+//! extraction shared with [`super::ofrep`].
+//!
+//! Each handler is extract → authenticate → one snapshot → evaluate →
+//! [`caching`]. Must not: write cache headers or error bodies itself (that is
+//! [`caching`] and [`super::errors`]), load a snapshot twice in a request, or
+//! evaluate on anything but the snapshot that authenticated the caller.
+
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::HeaderValue;
+use http::header::ACCEPT;
+use serde_json::{Value, json};
+
+use super::auth::{self, Caller, Need};
+use super::caching::{self, AnswerKind, Payload, Reply};
+use super::errors::{ApiError, Shape};
+use super::{BODY_LIMIT, EvalState, MAX_CONTEXT_SEGMENT, OpsState};
+use crate::eval::{self, Answer, Context};
+use crate::ruleset::codec;
+
+/// `GET /v1/eval/{public_key}/{context}`: the CDN-cacheable evaluation.
+pub(crate) async fn eval_get(
+    State(st): State<EvalState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((key, segment)) =
+        path.map_err(|_| ApiError::BadRequest("malformed request path".to_owned()))?;
+    let ctx = context_from_segment(&segment)?;
+    let caller = authenticate(&st, &key, &headers).await?;
+    answer(&st, &caller, &headers, Need::Public, &ctx).await
+}
+
+/// `POST /v1/eval` with `{"context": {...}}`: private evaluation.
+pub(crate) async fn eval_post(
+    State(st): State<EvalState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = auth::header_key(&headers)?;
+    let ctx = context_from_body(&body_bytes(body)?)?;
+    let caller = authenticate(&st, key, &headers).await?;
+    answer(&st, &caller, &headers, Need::Any, &ctx).await
+}
+
+/// Authenticates with `Flagbelt-Min-Version` honoured.
+pub(crate) async fn authenticate(
+    st: &EvalState,
+    key: &str,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let min = auth::min_version(headers)?;
+    auth::authenticate(&st.delivery, key, min, st.min_version_wait).await
+}
+
+/// The evaluation answer of both `/v1/eval` routes.
+async fn answer(
+    st: &EvalState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    need: Need,
+    ctx: &Context,
+) -> Result<Response, ApiError> {
+    let snap = &caller.snapshot;
+    if let Err(e) = caller.require(need) {
+        return Ok(caching::stamped(e.render(Shape::Api), snap));
+    }
+    let audience = caller.audience();
+    let fingerprint = st.relevant.fingerprint(snap, audience, ctx).await;
+    let etag = caching::answer_etag(
+        AnswerKind::Eval,
+        snap,
+        caller.key_id(),
+        audience,
+        fingerprint,
+    );
+    let reply = match need {
+        Need::Public => Reply::shared(snap, caller.key_id()),
+        Need::Any | Need::Server => Reply::private(snap),
+    };
+    let res = reply
+        .etag(Some(etag))
+        .stale(caller.stale)
+        .cors(caller.key())
+        .send(headers, &st.directives, || {
+            let flags = eval::evaluate_all(&snap.ruleset, ctx, audience);
+            let answer = Answer::new(&snap.ruleset, flags);
+            let bytes = if caller.stale {
+                stale_answer(&answer)
+            } else {
+                serde_json::to_vec(&answer)
+            };
+            bytes
+                .map(Payload::json)
+                .map_err(|e| ApiError::internal("serialising an answer", e))
+        });
+    Ok(finish(res, snap, Shape::Api))
+}
+
+/// The answer shape with every reason replaced by `STALE`.
+fn stale_answer(answer: &Answer<'_>) -> Result<Vec<u8>, serde_json::Error> {
+    let mut v = serde_json::to_value(answer)?;
+    if let Some(flags) = v.get_mut("flags").and_then(Value::as_object_mut) {
+        for f in flags.values_mut() {
+            if let Some(f) = f.as_object_mut() {
+                f.insert("reason".into(), json!("STALE"));
+            }
+        }
+    }
+    serde_json::to_vec(&v)
+}
+
+/// An error after the snapshot was loaded still says which ruleset answered.
+pub(crate) fn finish(
+    res: Result<Response, ApiError>,
+    snap: &crate::delivery::Snapshot,
+    shape: Shape<'_>,
+) -> Response {
+    res.unwrap_or_else(|e| caching::stamped(e.render(shape), snap))
+}
+
+/// Decodes the context segment of `GET /v1/eval`: unpadded base64url (a
+/// trailing `=` is tolerated) of a JSON object.
+pub(crate) fn context_from_segment(segment: &str) -> Result<Context, ApiError> {
+    if segment.len() > MAX_CONTEXT_SEGMENT {
+        return Err(ApiError::UriTooLong {
+            limit: MAX_CONTEXT_SEGMENT,
+        });
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment.trim_end_matches('='))
+        .map_err(|_| {
+            ApiError::BadRequest(
+                "the context segment is not unpadded base64url of a JSON object".to_owned(),
+            )
+        })?;
+    match serde_json::from_slice::<Value>(&bytes).map_err(ApiError::ContextJson)? {
+        Value::Object(ctx) => Ok(ctx),
+        other => Err(not_an_object("the context", &other)),
+    }
+}
+
+/// Reads `{"context": {...}}` (OFREP's request shape; a missing `context` is an
+/// empty one, as some OFREP clients send `{}`).
+pub(crate) fn context_from_body(body: &[u8]) -> Result<Context, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadBody(format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(mut top) = v else {
+        return Err(ApiError::BadBody(
+            "request body must be a JSON object: {\"context\": {...}}".to_owned(),
+        ));
+    };
+    match top.remove("context") {
+        None => Ok(Context::new()),
+        Some(Value::Object(ctx)) => Ok(ctx),
+        Some(other) => Err(not_an_object("`context`", &other)),
+    }
+}
+
+fn not_an_object(what: &str, v: &Value) -> ApiError {
+    let found = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    ApiError::ContextShape(format!("{what} must be a JSON object, not {found}"))
+}
+
+/// The body, or 413 / 400.
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge { limit: BODY_LIMIT }
+        } else {
+            ApiError::BadRequest("could not read the request body".to_owned())
+        }
+    })
+}
+
+/// Formats of `GET /v1/ruleset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+/// `GET /v1/ruleset`: the stored ruleset for a server key, as protobuf (the
+/// exact stored bytes) or as JSON (the same message, as `flagbelt inspect`
+/// prints it), by `Accept`.
+pub(crate) async fn ruleset(
+    State(st): State<EvalState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = auth::header_key(&headers)?;
+    let caller = authenticate(&st, key, &headers).await?;
+    let snap = &caller.snapshot;
+    let res = caller.require(Need::Server).and_then(|()| {
+        let format = negotiate(&headers)?;
+        let name = match format {
+            Format::Protobuf => "pb",
+            Format::Json => "json",
+        };
+        Reply::private(snap)
+            .etag(Some(caching::ruleset_etag(snap, name)))
+            .stale(caller.stale)
+            .vary_accept()
+            .send(&headers, &st.directives, || match format {
+                Format::Protobuf => Ok(Payload {
+                    content_type: HeaderValue::from_static("application/x-protobuf"),
+                    bytes: snap.ruleset_bytes.clone(),
+                }),
+                Format::Json => ruleset_json(&snap.ruleset_bytes).map(Payload::json),
+            })
+    });
+    Ok(finish(res, snap, Shape::Api))
+}
+
+/// Picks the format from `Accept`: the supported type with the highest `q`
+/// (protobuf on a tie, and when `Accept` is absent or `*/*`); 406 if none.
+fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
+    let mut best: Option<(f32, Format)> = None;
+    let mut any_header = false;
+    for line in headers.get_all(ACCEPT) {
+        any_header = true;
+        let Ok(line) = line.to_str() else { continue };
+        for item in line.split(',') {
+            let mut parts = item.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            if q <= 0.0 {
+                continue;
+            }
+            let format = match media.as_str() {
+                "application/x-protobuf" | "application/protobuf" | "application/*" | "*/*" => {
+                    Format::Protobuf
+                }
+                "application/json" => Format::Json,
+                _ => continue,
+            };
+            let better = match best {
+                None => true,
+                Some((bq, bf)) => {
+                    q > bq || (q == bq && bf == Format::Json && format == Format::Protobuf)
+                }
+            };
+            if better {
+                best = Some((q, format));
+            }
+        }
+    }
+    match best {
+        Some((_, f)) => Ok(f),
+        None if !any_header => Ok(Format::Protobuf),
+        None => Err(ApiError::NotAcceptable),
+    }
+}
+
+/// The proto ruleset as JSON, with each variant's `value_json` text replaced
+/// by the JSON value it holds (as `flagbelt inspect` prints it).
+fn ruleset_json(bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let pb = codec::decode_ruleset(bytes)
+        .map_err(|e| ApiError::internal("decoding a served ruleset", e))?;
+    let mut v =
+        serde_json::to_value(&pb).map_err(|e| ApiError::internal("serialising a ruleset", e))?;
+    if let Some(flags) = v.get_mut("flags").and_then(Value::as_array_mut) {
+        for variant in flags
+            .iter_mut()
+            .filter_map(|f| f.get_mut("variants").and_then(Value::as_array_mut))
+            .flatten()
+        {
+            if let Value::Object(o) = variant
+                && let Some(Value::String(text)) = o.remove("value_json")
+            {
+                let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                o.insert("value".into(), value);
+            }
+        }
+    }
+    serde_json::to_vec(&v).map_err(|e| ApiError::internal("serialising a ruleset", e))
+}
+
+/// `GET /healthz`: the process is up. Always 200.
+pub(crate) async fn healthz() -> Response {
+    caching::uncacheable_json(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: 200 when every preloaded environment holds a usable
+/// ruleset, else 503. Storage errors after that do not flip it. The body is
+/// `{"ready": bool}` only: it is public, and environment names are not its
+/// business (`/admin/v1/status` has the details).
+pub(crate) async fn readyz(State(st): State<OpsState>) -> Response {
+    let ready = st.delivery.ready(&st.preload);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    caching::uncacheable_json(status, &json!({"ready": ready}))
+}
+
+/// `GET /metrics`: Prometheus text. The environment gauges are refreshed
+/// first; 404 when the server runs without a recorder.
+pub(crate) async fn metrics(State(st): State<OpsState>) -> Result<Response, ApiError> {
+    let Some(handle) = &st.metrics else {
+        return Err(ApiError::NotFound);
+    };
+    st.delivery.record_metrics();
+    Ok(caching::uncacheable(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        handle.render(),
+    ))
+}
+
+/// Unknown routes: JSON 404; under the OFREP flag path (a key with `/` or other
+/// characters no flag key has) the OFREP `FLAG_NOT_FOUND` shape.
+pub(crate) async fn fallback(uri: Uri) -> Response {
+    match uri.path().strip_prefix("/ofrep/v1/evaluate/flags/") {
+        Some(key) if !key.is_empty() => {
+            let key = percent_decode(key);
+            ApiError::FlagNotFound.render(Shape::OfrepFlag(&key))
+        }
+        _ if uri.path().starts_with("/ofrep/") => ApiError::NotFound.render(Shape::OfrepBulk),
+        _ => ApiError::NotFound.into_response(),
+    }
+}
+
+/// `%XX` decoding for echoing a flag key back (invalid escapes kept as is).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn negotiation_picks_by_q_and_prefers_protobuf() {
+        assert_eq!(negotiate(&HeaderMap::new()).unwrap(), Format::Protobuf);
+        assert_eq!(negotiate(&accept("*/*")).unwrap(), Format::Protobuf);
+        assert_eq!(
+            negotiate(&accept("application/json")).unwrap(),
+            Format::Json
+        );
+        assert_eq!(
+            negotiate(&accept("application/json, application/x-protobuf")).unwrap(),
+            Format::Protobuf
+        );
+        assert_eq!(
+            negotiate(&accept("application/x-protobuf;q=0.5, application/json")).unwrap(),
+            Format::Json
+        );
+        assert_eq!(
+            negotiate(&accept("text/html, application/json;q=0.1")).unwrap(),
+            Format::Json
+        );
+        assert!(negotiate(&accept("text/html")).is_err());
+        assert!(negotiate(&accept("application/json;q=0")).is_err());
+    }
+
+    #[test]
+    fn percent_decoding_for_echoed_keys() {
+        assert_eq!(percent_decode("a%20b/c"), "a b/c");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}
