@@ -59,8 +59,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         Kind::Ruleset => {
             let pb =
                 codec::decode_ruleset(&bytes).with_context(|| format!("cannot decode {name}"))?;
-            let mut out = serde_json::to_value(&pb)?;
-            readable_variants(&mut out);
+            let mut out = codec::ruleset_to_json(&pb)?;
             if let Value::Object(m) = &mut out {
                 m.insert("kind".into(), json!("ruleset"));
             }
@@ -68,25 +67,6 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
             compile::compile(&pb)
                 .with_context(|| format!("{name} decodes but is not a valid ruleset"))?;
             Ok(())
-        }
-    }
-}
-
-/// Replaces each variant's `value_json` text by the JSON value it holds.
-fn readable_variants(ruleset: &mut Value) {
-    let Some(flags) = ruleset.get_mut("flags").and_then(Value::as_array_mut) else {
-        return;
-    };
-    for variant in flags
-        .iter_mut()
-        .filter_map(|f| f.get_mut("variants").and_then(Value::as_array_mut))
-        .flatten()
-    {
-        if let Value::Object(v) = variant
-            && let Some(Value::String(text)) = v.remove("value_json")
-        {
-            let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-            v.insert("value".into(), value);
         }
     }
 }

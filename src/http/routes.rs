@@ -273,22 +273,8 @@ fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
 fn ruleset_json(bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
     let pb = codec::decode_ruleset(bytes)
         .map_err(|e| ApiError::internal("decoding a served ruleset", e))?;
-    let mut v =
-        serde_json::to_value(&pb).map_err(|e| ApiError::internal("serialising a ruleset", e))?;
-    if let Some(flags) = v.get_mut("flags").and_then(Value::as_array_mut) {
-        for variant in flags
-            .iter_mut()
-            .filter_map(|f| f.get_mut("variants").and_then(Value::as_array_mut))
-            .flatten()
-        {
-            if let Value::Object(o) = variant
-                && let Some(Value::String(text)) = o.remove("value_json")
-            {
-                let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-                o.insert("value".into(), value);
-            }
-        }
-    }
+    let v = codec::ruleset_to_json(&pb)
+        .map_err(|e| ApiError::internal("serialising a ruleset", e))?;
     serde_json::to_vec(&v).map_err(|e| ApiError::internal("serialising a ruleset", e))
 }
 

@@ -53,6 +53,29 @@ pub fn load_ruleset(bytes: &[u8]) -> Result<(proto::Ruleset, model::Ruleset), Lo
     Ok((pb, model))
 }
 
+/// A ruleset as readable JSON (`flagbelt inspect`, `GET /v1/ruleset` as
+/// JSON): the proto's fields, with each variant's `value_json` text replaced
+/// by the JSON value it holds.
+pub fn ruleset_to_json(rs: &proto::Ruleset) -> Result<serde_json::Value, serde_json::Error> {
+    use serde_json::Value;
+    let mut out = serde_json::to_value(rs)?;
+    if let Some(flags) = out.get_mut("flags").and_then(Value::as_array_mut) {
+        for variant in flags
+            .iter_mut()
+            .filter_map(|f| f.get_mut("variants").and_then(Value::as_array_mut))
+            .flatten()
+        {
+            if let Value::Object(v) = variant
+                && let Some(Value::String(text)) = v.remove("value_json")
+            {
+                let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                v.insert("value".into(), value);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Encodes a signed manifest.
 pub fn encode_manifest(m: &proto::SignedManifest) -> Vec<u8> {
     m.encode_to_vec()
