@@ -16,6 +16,7 @@
 //!   browser may keep them but must revalidate; no shared cache may store them).
 //! - A stale answer (behind `Flagbelt-Min-Version`), errors, health, readiness,
 //!   metrics and admin: `no-store`, never an ETag.
+//! - The API description (`GET /openapi.json`): `public, max-age=3600`.
 //!
 //! ETags are weak because compression runs after the handler (the same tag then
 //! names the gzip, br and identity bodies), and they are derived from inputs
@@ -467,6 +468,24 @@ pub(crate) fn uncacheable(
 /// A `no-store` JSON response.
 pub(crate) fn uncacheable_json(status: StatusCode, body: &serde_json::Value) -> Response {
     uncacheable(status, "application/json", body.to_string())
+}
+
+/// How long browsers and shared caches may keep a static document (the
+/// OpenAPI description changes only with a new release).
+const STATIC_MAX_AGE: &str = "public, max-age=3600";
+
+/// A public static document (`GET /openapi.json`): cacheable by anyone for an
+/// hour, readable by any page (it holds nothing per caller), and `Vary:
+/// Accept-Encoding` because compression runs after this and a shared cache
+/// must keep the codings apart.
+pub(crate) fn public_static(content_type: &'static str, body: &'static str) -> Response {
+    let mut res = Response::new(Body::from(body));
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static(STATIC_MAX_AGE));
+    h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+    res
 }
 
 /// The answer to a CORS preflight (`OPTIONS`), given without authentication:

@@ -347,10 +347,16 @@ pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Resp
     ApiError::Panic.render(Shape::Api)
 }
 
-/// The load-shed layer's error handler: JSON 503 with `Retry-After`.
-pub(crate) async fn overloaded(_: tower::BoxError) -> ApiError {
+/// The load-shed layer's error handler: JSON 503 with `Retry-After`, in
+/// OFREP's shape on the OFREP routes (as every other error there).
+pub(crate) async fn overloaded(uri: http::Uri, _: tower::BoxError) -> Response {
     metrics::counter!("flagbelt_http_shed_total").increment(1);
-    ApiError::Overloaded
+    let shape = if uri.path().starts_with("/ofrep/") {
+        Shape::OfrepBulk
+    } else {
+        Shape::Api
+    };
+    ApiError::Overloaded.render(shape)
 }
 
 #[cfg(test)]
@@ -363,6 +369,24 @@ mod tests {
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(res.headers()[CONTENT_TYPE], "application/json");
         assert_eq!(res.headers()[http::header::CACHE_CONTROL], "no-store");
+    }
+
+    #[tokio::test]
+    async fn a_shed_request_is_in_the_shape_of_its_route() {
+        for (path, ofrep) in [("/v1/eval", false), ("/ofrep/v1/evaluate/flags/f", true)] {
+            let res = overloaded(http::Uri::from_static(path), "shed".into()).await;
+            assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(res.headers()[RETRY_AFTER], "1");
+            let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            if ofrep {
+                assert_eq!(v["errorCode"], "UNAVAILABLE", "{path}: {v}");
+            } else {
+                assert_eq!(v["error"]["code"], "overloaded", "{path}: {v}");
+            }
+        }
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! except through [`Delivery`], or log URLs (a public key is in the eval path):
 //! spans and metrics carry the route template only.
 //!
-//! Routes (DESIGN.md, "HTTP surface"):
+//! Routes (DESIGN.md, "HTTP surface"); [`ROUTES`] is the table the routers
+//! are built from, and the OpenAPI document is tested against it:
 //!
 //! | route | auth | notes |
 //! |---|---|---|
@@ -21,6 +22,7 @@
 //! | `POST /ofrep/v1/evaluate/flags`, `.../flags/{key}` | as above | OFREP shapes |
 //! | `GET /v1/ruleset` | server key | protobuf or JSON by `Accept` |
 //! | `GET /healthz`, `GET /readyz` | none | no-store |
+//! | `GET /openapi.json` | none | the OpenAPI 3.1 description of this table (`openapi/flagbelt.json`); `public, max-age=3600` |
 //! | `GET /metrics`, `GET /admin/v1/status`, `POST /admin/v1/reload` | admin token for `/admin` | no-store; on the admin listener when there is one |
 
 mod admin;
@@ -38,7 +40,8 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use http::Method;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -180,27 +183,170 @@ impl FromRef<AppState> for AdminState {
     }
 }
 
-/// Every route on one listener: the API, health, readiness, metrics and admin.
+/// One route the server answers: a method on a path template. [`ROUTES`]
+/// lists them all, and the routers are built from that list only, so the
+/// list (and the OpenAPI document checked against it) cannot miss a route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The method (`GET` routes also answer `HEAD`).
+    pub method: Method,
+    /// The path template, in axum's `{param}` syntax (OpenAPI's too).
+    pub path: &'static str,
+    group: Group,
+    handler: fn(MethodFilter) -> MethodRouter<AppState>,
+}
+
+/// Which layers wrap a route and which listeners serve it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    /// Browser-facing API: CORS outside the timeout and the concurrency limit.
+    Browser,
+    /// Server-key API: the timeout and the concurrency limit, no CORS.
+    Server,
+    /// Probes and the API description: outside the limits, on every listener.
+    Open,
+    /// Metrics and admin: on the admin listener when there is one.
+    Admin,
+}
+
+/// Every (method, path) the server serves: the routers are built from this
+/// table, and `tests/it/openapi.rs` checks `openapi/flagbelt.json` against it.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: Method::GET,
+        path: "/v1/eval/{public_key}/{context}",
+        group: Group::Browser,
+        handler: |m| on(m, routes::eval_get),
+    },
+    Route {
+        method: Method::OPTIONS,
+        path: "/v1/eval/{public_key}/{context}",
+        group: Group::Browser,
+        handler: |m| on(m, caching::preflight),
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/eval",
+        group: Group::Browser,
+        handler: |m| on(m, routes::eval_post),
+    },
+    Route {
+        method: Method::OPTIONS,
+        path: "/v1/eval",
+        group: Group::Browser,
+        handler: |m| on(m, caching::preflight),
+    },
+    Route {
+        method: Method::POST,
+        path: "/ofrep/v1/evaluate/flags",
+        group: Group::Browser,
+        handler: |m| on(m, ofrep::bulk),
+    },
+    Route {
+        method: Method::OPTIONS,
+        path: "/ofrep/v1/evaluate/flags",
+        group: Group::Browser,
+        handler: |m| on(m, caching::preflight),
+    },
+    Route {
+        method: Method::POST,
+        path: "/ofrep/v1/evaluate/flags/{key}",
+        group: Group::Browser,
+        handler: |m| on(m, ofrep::single),
+    },
+    Route {
+        method: Method::OPTIONS,
+        path: "/ofrep/v1/evaluate/flags/{key}",
+        group: Group::Browser,
+        handler: |m| on(m, caching::preflight),
+    },
+    Route {
+        method: Method::GET,
+        path: "/v1/ruleset",
+        group: Group::Server,
+        handler: |m| on(m, routes::ruleset),
+    },
+    Route {
+        method: Method::GET,
+        path: "/healthz",
+        group: Group::Open,
+        handler: |m| on(m, routes::healthz),
+    },
+    Route {
+        method: Method::GET,
+        path: "/readyz",
+        group: Group::Open,
+        handler: |m| on(m, routes::readyz),
+    },
+    Route {
+        method: Method::GET,
+        path: "/openapi.json",
+        group: Group::Open,
+        handler: |m| on(m, routes::openapi),
+    },
+    Route {
+        method: Method::GET,
+        path: "/metrics",
+        group: Group::Admin,
+        handler: |m| on(m, routes::metrics),
+    },
+    Route {
+        method: Method::GET,
+        path: "/admin/v1/status",
+        group: Group::Admin,
+        handler: |m| on(m, admin::status),
+    },
+    Route {
+        method: Method::POST,
+        path: "/admin/v1/reload",
+        group: Group::Admin,
+        handler: |m| on(m, admin::reload),
+    },
+];
+
+/// The routes of `group`, from [`ROUTES`]. Two entries on one path merge
+/// into one method router.
+fn group(group: Group) -> Router<AppState> {
+    ROUTES
+        .iter()
+        .filter(|r| r.group == group)
+        .fold(Router::new(), |router, r| {
+            // Invariant: ROUTES holds standard methods only (GET, POST,
+            // OPTIONS), each of which has a filter; every test builds the
+            // routers, so a wrong entry fails there first.
+            let filter = MethodFilter::try_from(r.method.clone())
+                .unwrap_or_else(|_| panic!("ROUTES: no method filter for {}", r.method));
+            router.route(r.path, (r.handler)(filter))
+        })
+}
+
+/// Every route on one listener: the API, health, readiness, the API
+/// description, metrics and admin.
 pub fn router(state: AppState) -> Router {
     let limits = state.limits;
     edge(
         api(limits)
-            .merge(health())
-            .merge(admin_routes())
+            .merge(group(Group::Open))
+            .merge(group(Group::Admin))
             .with_state(state),
     )
 }
 
-/// The public listener when admin routes have their own: the API, health and
-/// readiness; no `/metrics`, no `/admin`.
+/// The public listener when admin routes have their own: the API, health,
+/// readiness and the API description; no `/metrics`, no `/admin`.
 pub fn public_router(state: AppState) -> Router {
     let limits = state.limits;
-    edge(api(limits).merge(health()).with_state(state))
+    edge(api(limits).merge(group(Group::Open)).with_state(state))
 }
 
-/// The admin listener: `/admin`, `/metrics`, health and readiness.
+/// The admin listener: `/admin`, `/metrics`, health, readiness and the API
+/// description.
 pub fn admin_router(state: AppState) -> Router {
-    edge(health().merge(admin_routes()).with_state(state))
+    edge(
+        group(Group::Open)
+            .merge(group(Group::Admin))
+            .with_state(state),
+    )
 }
 
 /// Evaluation, OFREP and ruleset routes, behind the timeout and the
@@ -220,42 +366,11 @@ fn api(limits: Limits) -> Router<AppState> {
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     // CORS outside the limits, so a page can read a timeout or a shed request
     // too.
-    let browser = Router::new()
-        .route(
-            "/v1/eval/{public_key}/{context}",
-            get(routes::eval_get).options(caching::preflight),
-        )
-        .route(
-            "/v1/eval",
-            post(routes::eval_post).options(caching::preflight),
-        )
-        .route(
-            "/ofrep/v1/evaluate/flags",
-            post(ofrep::bulk).options(caching::preflight),
-        )
-        .route(
-            "/ofrep/v1/evaluate/flags/{key}",
-            post(ofrep::single).options(caching::preflight),
-        )
+    let browser = group(Group::Browser)
         .layer(limited.clone())
         .layer(middleware::from_fn(caching::cors));
-    let server = Router::new()
-        .route("/v1/ruleset", get(routes::ruleset))
-        .layer(limited);
+    let server = group(Group::Server).layer(limited);
     browser.merge(server)
-}
-
-fn health() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-}
-
-fn admin_routes() -> Router<AppState> {
-    Router::new()
-        .route("/metrics", get(routes::metrics))
-        .route("/admin/v1/status", get(admin::status))
-        .route("/admin/v1/reload", post(admin::reload))
 }
 
 /// Layers every route shares, outermost first: tracing span (route template,

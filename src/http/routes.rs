@@ -1,6 +1,6 @@
 //! flagbelt's own routes: evaluation (`GET` and `POST /v1/eval`), the ruleset
-//! download, health, readiness, metrics and the fallback; plus the context
-//! extraction shared with [`super::ofrep`].
+//! download, health, readiness, metrics, the API description and the
+//! fallback; plus the context extraction shared with [`super::ofrep`].
 //!
 //! Each handler is extract → authenticate → one snapshot → evaluate →
 //! [`caching`]. Must not: write cache headers or error bodies itself (that is
@@ -273,8 +273,8 @@ fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
 fn ruleset_json(bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
     let pb = codec::decode_ruleset(bytes)
         .map_err(|e| ApiError::internal("decoding a served ruleset", e))?;
-    let v = codec::ruleset_to_json(&pb)
-        .map_err(|e| ApiError::internal("serialising a ruleset", e))?;
+    let v =
+        codec::ruleset_to_json(&pb).map_err(|e| ApiError::internal("serialising a ruleset", e))?;
     serde_json::to_vec(&v).map_err(|e| ApiError::internal("serialising a ruleset", e))
 }
 
@@ -295,6 +295,15 @@ pub(crate) async fn readyz(State(st): State<OpsState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     caching::uncacheable_json(status, &json!({"ready": ready}))
+}
+
+/// The OpenAPI 3.1 description of every route (`openapi/flagbelt.json`,
+/// written by hand and checked against [`super::ROUTES`] by a test).
+const OPENAPI: &str = include_str!("../../openapi/flagbelt.json");
+
+/// `GET /openapi.json`: the API description, a public static document.
+pub(crate) async fn openapi() -> Response {
+    caching::public_static("application/json", OPENAPI)
 }
 
 /// `GET /metrics`: Prometheus text. The environment gauges are refreshed

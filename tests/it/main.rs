@@ -3,9 +3,11 @@
 mod alloc;
 mod authoring;
 mod cli;
+mod clients;
 mod environments;
 mod failover;
 mod http;
+mod openapi;
 mod signing;
 mod stores;
 mod vectors;
