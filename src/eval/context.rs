@@ -54,7 +54,8 @@ pub fn context_from_json(text: &str) -> Result<Context, ContextError> {
     }
 }
 
-fn json_type_name(v: &Value) -> &'static str {
+/// The JSON type of `v`, as error messages name it (`an array`, `null`).
+pub fn json_type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -44,7 +44,7 @@ mod operators;
 mod relevant;
 mod rollout;
 
-pub use context::{Context, context_from_json, lookup};
+pub use context::{Context, ContextError, context_from_json, json_type_name, lookup};
 pub use evaluate::{
     Answer, Audience, Evaluation, Reason, evaluate_all, evaluate_flag, evaluate_key,
 };

@@ -165,14 +165,7 @@ pub(crate) fn context_from_body(body: &[u8]) -> Result<Context, ApiError> {
 }
 
 fn not_an_object(what: &str, v: &Value) -> ApiError {
-    let found = match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    };
+    let found = eval::json_type_name(v);
     ApiError::ContextShape(format!("{what} must be a JSON object, not {found}"))
 }
 
