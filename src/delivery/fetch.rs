@@ -715,7 +715,11 @@ impl Fetcher {
     ) -> (usize, Result<(Bytes, model::Ruleset), RulesetFailure>) {
         let source = &self.sources[i];
         let bytes = match source
-            .get_ruleset(env, &offer.manifest.body.ruleset_path)
+            .get_ruleset_at_most(
+                env,
+                &offer.manifest.body.ruleset_path,
+                offer.manifest.body.ruleset_size,
+            )
             .await
         {
             Ok(b) => b,

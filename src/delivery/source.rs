@@ -74,6 +74,15 @@ pub enum SourceError {
     /// The store answered with an error, or could not be reached.
     #[error("storage error")]
     Store(#[source] object_store::Error),
+    /// The store says the object is larger than it may be (checked before
+    /// the download).
+    #[error("object of {size} bytes is larger than the {max} allowed")]
+    TooLarge {
+        /// Size the store reported.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
     /// The source URL or its settings are unusable.
     #[error("invalid source {url}: {reason}")]
     Config {
@@ -87,6 +96,9 @@ pub enum SourceError {
 /// An environment name no ruleset may have (longer than 64 characters), read
 /// by [`Source::probe`] from HTTP origins.
 const PROBE_ENV: &str = "flagbelt-probe-not-an-environment-name-because-it-is-far-too-long-x";
+
+/// Largest manifest read (a real one is a few hundred bytes).
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
 /// Counters for status pages; cheap to update from any task.
 #[derive(Debug, Default)]
@@ -258,11 +270,15 @@ impl Source {
         let result = self
             .timed("manifest", async {
                 let got = self.store.get_opts(&path, opts).await?;
+                if got.meta.size > MAX_MANIFEST_BYTES {
+                    return Ok(Err(got.meta.size));
+                }
                 let etag = got.meta.e_tag.clone();
                 let bytes = got.bytes().await?;
-                Ok((bytes, etag))
+                Ok(Ok((bytes, etag)))
             })
-            .await;
+            .await
+            .and_then(|r| r.map_err(|size| self.too_large(size, MAX_MANIFEST_BYTES)));
         match result {
             Ok((bytes, etag)) => {
                 if etag.is_some() && etag.as_deref() == if_none_match {
@@ -283,15 +299,36 @@ impl Source {
 
     /// Reads `<env>/<ruleset_path>` (the path the manifest names).
     pub async fn get_ruleset(&self, env: &str, ruleset_path: &str) -> Result<Bytes, SourceError> {
+        self.get_ruleset_at_most(env, ruleset_path, u64::MAX).await
+    }
+
+    /// Reads `<env>/<ruleset_path>`, refusing before the download an object
+    /// the store says is larger than `max` bytes (the manifest's signed
+    /// `ruleset_size`): a broken or hostile origin cannot make an instance
+    /// pull hundreds of megabytes per poll.
+    pub async fn get_ruleset_at_most(
+        &self,
+        env: &str,
+        ruleset_path: &str,
+        max: u64,
+    ) -> Result<Bytes, SourceError> {
         let path = self.path(env, ruleset_path);
-        self.timed("ruleset", async {
-            self.store
-                .get_opts(&path, GetOptions::new())
-                .await?
-                .bytes()
-                .await
-        })
-        .await
+        let result = self
+            .timed("ruleset", async {
+                let got = self.store.get_opts(&path, GetOptions::new()).await?;
+                if got.meta.size > max {
+                    return Ok(Err(got.meta.size));
+                }
+                got.bytes().await.map(Ok)
+            })
+            .await?;
+        result.map_err(|size| self.too_large(size, max))
+    }
+
+    /// Counts a refused oversized object as an error of this source.
+    fn too_large(&self, size: u64, max: u64) -> SourceError {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        SourceError::TooLarge { size, max }
     }
 
     /// Checks that the store answers as a healthy one does, for start-up
@@ -811,6 +848,43 @@ fn redact_unparsed(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test]
+    async fn oversized_objects_are_refused_before_the_download() {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let source = Source::new("mem", store.clone(), "p", Duration::from_secs(1));
+        use object_store::ObjectStoreExt as _;
+        store
+            .put(&source.path("e", "rulesets/1.pb"), vec![7u8; 100].into())
+            .await
+            .unwrap();
+        let err = source
+            .get_ruleset_at_most("e", "rulesets/1.pb", 99)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SourceError::TooLarge { size: 100, max: 99 }),
+            "{err}"
+        );
+        assert_eq!(source.health().errors, 1);
+        let ok = source
+            .get_ruleset_at_most("e", "rulesets/1.pb", 100)
+            .await
+            .unwrap();
+        assert_eq!(ok.len(), 100);
+        store
+            .put(
+                &source.path("e", "manifest.pb"),
+                vec![0u8; usize::try_from(MAX_MANIFEST_BYTES).unwrap() + 1].into(),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            source.get_manifest("e", None).await,
+            Err(SourceError::TooLarge { .. })
+        ));
+    }
+
     use super::*;
 
     fn opts() -> SourceOptions {
