@@ -31,6 +31,7 @@ pub mod caching;
 pub mod errors;
 mod ofrep;
 mod routes;
+mod stream;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,6 +81,8 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Most requests evaluated at once; more are shed with 503.
     pub max_concurrency: usize,
+    /// Longest life of one `/v1/stream` connection (the client reconnects).
+    pub stream_max_age: Duration,
 }
 
 impl Default for HttpConfig {
@@ -92,6 +95,7 @@ impl Default for HttpConfig {
             metrics: None,
             request_timeout: Duration::from_millis(5000),
             max_concurrency: 1024,
+            stream_max_age: Duration::from_secs(600),
         }
     }
 }
@@ -112,6 +116,7 @@ pub(crate) struct EvalState {
     pub directives: Arc<caching::Directives>,
     pub relevant: caching::RelevantAttrs,
     pub min_version_wait: Duration,
+    pub stream_max_age: Duration,
 }
 
 /// What health, readiness and metrics need.
@@ -146,6 +151,7 @@ impl AppState {
                 directives: Arc::new(caching::Directives::new(config.cache)),
                 relevant: caching::RelevantAttrs::new(),
                 min_version_wait: config.min_version_wait,
+                stream_max_age: config.stream_max_age,
             },
             ops: OpsState {
                 delivery: Arc::clone(&delivery),
@@ -203,6 +209,9 @@ enum Group {
     Browser,
     /// Server-key API: the timeout and the concurrency limit, no CORS.
     Server,
+    /// Long-lived streams: CORS, but outside the request timeout and the
+    /// concurrency limit.
+    Stream,
     /// Probes and the API description: outside the limits, on every listener.
     Open,
     /// Metrics and admin: on the admin listener when there is one.
@@ -259,6 +268,12 @@ pub const ROUTES: &[Route] = &[
         path: "/ofrep/v1/evaluate/flags/{key}",
         group: Group::Browser,
         handler: |m| on(m, caching::preflight),
+    },
+    Route {
+        method: Method::GET,
+        path: "/v1/stream",
+        group: Group::Stream,
+        handler: |m| on(m, stream::stream),
     },
     Route {
         method: Method::GET,
@@ -370,7 +385,8 @@ fn api(limits: Limits) -> Router<AppState> {
         .layer(limited.clone())
         .layer(middleware::from_fn(caching::cors));
     let server = group(Group::Server).layer(limited);
-    browser.merge(server)
+    let streams = group(Group::Stream).layer(middleware::from_fn(caching::cors));
+    browser.merge(server).merge(streams)
 }
 
 /// Layers every route shares, outermost first: tracing span (route template,

@@ -1482,3 +1482,59 @@ async fn http1(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -
         .expect("read");
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// `GET /v1/stream`: one OFREP `refetchEvaluation` event per new version, to
+/// a listener authenticated by header or by `?key=` (EventSource), never
+/// cacheable; no key is 401.
+#[tokio::test]
+async fn stream_notifies_version_changes() {
+    use futures::StreamExt as _;
+    let (rig, delivery, app) = app().await;
+    let res = app
+        .clone()
+        .oneshot(
+            get(&format!("/v1/stream?key={}", rig.web))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[CACHE_CONTROL], "no-store");
+    assert!(
+        res.headers()[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = res.into_body().into_data_stream();
+    rig.publish(2).await;
+    delivery.refresh(ENV).await.unwrap();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !seen.contains("refetchEvaluation") {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("stream open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: message"), "{seen}");
+    assert!(seen.contains(r#""version":2"#), "{seen}");
+    assert!(seen.contains(r#""environment":"prod""#), "{seen}");
+    for secret in rig.secrets() {
+        assert!(!seen.contains(&secret));
+    }
+
+    let res = send(&app, get("/v1/stream").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(res.header(CACHE_CONTROL), "no-store");
+    let (h, v) = bearer(&rig.api);
+    let res = app
+        .clone()
+        .oneshot(get("/v1/stream").header(h, v).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "server keys may listen too");
+}

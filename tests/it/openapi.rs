@@ -138,6 +138,7 @@ flags:
         // belongs to the http tests.
         metrics: Some(PrometheusBuilder::new().build_recorder().handle()),
         min_version_wait: Duration::from_millis(50),
+        stream_max_age: Duration::from_millis(50),
         ..HttpConfig::default()
     };
     Rig {
@@ -740,6 +741,12 @@ async fn real_answers_match_the_documented_responses() {
             preflight("/ofrep/v1/evaluate/flags/{key}", &[("key", "banner")]),
             204,
         ),
+        // GET /v1/stream (the rig's streams end after 50 ms)
+        (
+            Case::new(Method::GET, "/v1/stream").header("authorization", bearer(&web)),
+            200,
+        ),
+        (Case::new(Method::GET, "/v1/stream"), 401),
         // GET /v1/ruleset
         (ruleset("application/json", &api), 200),
         (ruleset("application/x-protobuf", &api), 200),
