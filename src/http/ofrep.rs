@@ -65,9 +65,15 @@ pub(crate) async fn bulk(
             .cors(caller.key())
             .send(&headers, &st.directives, || {
                 let flags = eval::evaluate_all(&snap.ruleset, &ctx, audience);
+                // Public keys are advertised the change stream (ADR-0008): a
+                // browser's EventSource cannot send headers, so the key goes
+                // in the URL, which is safe only for public keys.
+                let stream =
+                    (audience == Audience::Client).then(|| format!("/v1/stream?key={key}"));
                 serde_json::to_vec(&BulkBody {
                     flags: &flags,
                     stale: caller.stale,
+                    stream,
                 })
                 .map(Payload::json)
                 .map_err(|e| ApiError::internal("serialising an OFREP answer", e))
@@ -142,10 +148,12 @@ pub(crate) async fn single(
     finish(res, snap, Shape::OfrepFlag(&flag_key))
 }
 
-/// `{"flags": [{key, value, reason, variant}, ...]}`.
+/// `{"flags": [{key, value, reason, variant}, ...], "eventStreams": [...]}`.
 struct BulkBody<'a, 'r> {
     flags: &'a [Evaluation<'r>],
     stale: bool,
+    /// `requestUri` of the SSE change stream to advertise, if any.
+    stream: Option<String>,
 }
 
 impl Serialize for BulkBody<'_, '_> {
@@ -163,8 +171,18 @@ impl Serialize for BulkBody<'_, '_> {
                 seq.end()
             }
         }
-        let mut m = s.serialize_map(Some(1))?;
+        let mut m = s.serialize_map(None)?;
         m.serialize_entry("flags", &Flags(self.flags, self.stale))?;
+        if let Some(uri) = &self.stream {
+            m.serialize_entry(
+                "eventStreams",
+                &serde_json::json!([{
+                    "type": "sse",
+                    "endpoint": {"requestUri": uri},
+                    "inactivityDelaySec": 120,
+                }]),
+            )?;
+        }
         m.end()
     }
 }

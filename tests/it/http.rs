@@ -497,7 +497,11 @@ async fn ofrep_bulk_has_an_etag_and_answers_304_to_a_post() {
         json!({"flags": [
             {"key": "banner", "value": "Hello", "reason": "TARGETING_MATCH", "variant": "b"},
             {"key": "limits", "value": {"max_items": 10}, "reason": "DEFAULT", "variant": "small"},
-        ]})
+        ], "eventStreams": [{
+            "type": "sse",
+            "endpoint": {"requestUri": format!("/v1/stream?key={}", rig.web)},
+            "inactivityDelaySec": 120,
+        }]})
     );
     let etag = res.header(ETAG).to_owned();
     let (h, v) = bearer(&rig.web);
@@ -527,6 +531,8 @@ async fn ofrep_bulk_has_an_etag_and_answers_304_to_a_post() {
         let flags = res.json()["flags"].as_array().unwrap().clone();
         assert_eq!(flags.len(), 3);
         assert!(flags.iter().all(|f| f.get("variant").is_some()));
+        // A server key never goes into a URL: no stream is advertised to it.
+        assert!(res.json().get("eventStreams").is_none(), "{}", res.text());
     }
 
     // Bulk errors: `{errorCode, errorDetails}`, no key.
