@@ -110,6 +110,8 @@ impl<'r> Answer<'r> {
     ///     flags: vec![],
     ///     flag_index: Default::default(),
     ///     client_flags: vec![],
+    ///     relevant_client: Default::default(),
+    ///     relevant_all: Default::default(),
     /// };
     /// let json = serde_json::to_string(&Answer::new(&rs, vec![])).unwrap();
     /// assert_eq!(json, r#"{"environment":"production","version":42,"flags":{}}"#);
@@ -410,6 +412,8 @@ mod tests {
             flags,
             flag_index,
             client_flags,
+            relevant_client: Default::default(),
+            relevant_all: Default::default(),
         }
     }
 

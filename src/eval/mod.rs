@@ -50,5 +50,5 @@ pub use evaluate::{
 };
 pub use model::Ruleset;
 pub use operators::{epoch_millis_to_nanos, parse_rfc3339, parse_semver};
-pub use relevant::{context_fingerprint, relevant_attrs};
+pub use relevant::{context_fingerprint, relevant_attrs, relevant_attrs_cached};
 pub use rollout::murmur3_x86_32;

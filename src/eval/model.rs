@@ -8,7 +8,7 @@
 //! across threads behind an `Arc`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use regex::Regex;
 use serde_json::value::RawValue;
@@ -37,6 +37,11 @@ pub struct Ruleset {
     pub flag_index: HashMap<Arc<str>, FlagIdx>,
     /// Indices of client-visible flags, in authoring order.
     pub client_flags: Vec<FlagIdx>,
+    /// Attributes client-visible evaluation can read (computed on first use;
+    /// see [`crate::eval::relevant_attrs`]).
+    pub relevant_client: OnceLock<Vec<Attr>>,
+    /// Attributes evaluating every flag can read (computed on first use).
+    pub relevant_all: OnceLock<Vec<Attr>>,
 }
 
 impl Ruleset {

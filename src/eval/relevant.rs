@@ -17,6 +17,16 @@ use super::context::{Context, lookup};
 use super::evaluate::Audience;
 use super::model::{Attr, Condition, FlagIdx, Ruleset, SegmentIdx, Serve};
 
+/// The attributes `audience`'s evaluation can read, computed once per ruleset
+/// (a walk of every visible rule) and kept with it.
+pub fn relevant_attrs_cached(rs: &Ruleset, audience: Audience) -> &[Attr] {
+    let cell = match audience {
+        Audience::Client => &rs.relevant_client,
+        Audience::All => &rs.relevant_all,
+    };
+    cell.get_or_init(|| relevant_attrs(rs, audience))
+}
+
 /// Every attribute that evaluating `audience`'s flags can read, each once, in
 /// first-seen order.
 ///

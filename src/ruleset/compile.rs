@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 
 use regex::{Regex, RegexBuilder};
 use serde_json::Value;
@@ -365,6 +365,8 @@ pub fn compile(rs: &proto::Ruleset) -> Result<model::Ruleset, CompileError> {
         flags,
         flag_index,
         client_flags,
+        relevant_client: OnceLock::new(),
+        relevant_all: OnceLock::new(),
     })
 }
 
