@@ -273,14 +273,9 @@ pub(crate) struct Payload {
 impl Payload {
     /// A JSON body.
     pub(crate) fn json(bytes: Vec<u8>) -> Self {
-        Self::json_bytes(Bytes::from(bytes))
-    }
-
-    /// A JSON body already in shared bytes.
-    pub(crate) fn json_bytes(bytes: Bytes) -> Self {
         Self {
             content_type: HeaderValue::from_static("application/json"),
-            bytes,
+            bytes: Bytes::from(bytes),
         }
     }
 }
@@ -535,72 +530,6 @@ pub(crate) async fn cors(req: Request, next: Next) -> Response {
         h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     }
     res
-}
-
-/// Answers of `GET /v1/eval/{key}/{context}` by URL: a repeated URL (the same
-/// key and context, as CDN revalidations and repeating browsers send) is
-/// answered, or revalidated, without parsing the context, checking the secret,
-/// fingerprinting or evaluating again.
-///
-/// Sound because an entry is used only while the environment serves the very
-/// snapshot (same digest) the entry was computed from: the URL holds the full
-/// key, which that snapshot accepted when the entry was made, and the answer
-/// depends only on the URL and the snapshot. Bounded by bytes; entries of
-/// replaced snapshots are simply never matched and age out.
-#[derive(Clone)]
-pub(crate) struct AnswerCache {
-    entries: moka::sync::Cache<std::sync::Arc<str>, std::sync::Arc<CachedAnswer>>,
-}
-
-/// One cached answer.
-#[derive(Debug)]
-pub(crate) struct CachedAnswer {
-    /// Digest of the snapshot it was computed from.
-    pub sha256: [u8; 32],
-    /// The key id that was authenticated.
-    pub key_id: String,
-    /// Its ETag.
-    pub etag: ETag,
-    /// Its body.
-    pub body: Bytes,
-}
-
-impl std::fmt::Debug for AnswerCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AnswerCache")
-            .field("entries", &self.entries.entry_count())
-            .finish()
-    }
-}
-
-/// Bytes the answer cache may hold.
-const ANSWER_CACHE_BYTES: u64 = 32 << 20;
-
-impl AnswerCache {
-    pub(crate) fn new() -> Self {
-        Self {
-            entries: moka::sync::Cache::builder()
-                .weigher(
-                    |k: &std::sync::Arc<str>, v: &std::sync::Arc<CachedAnswer>| {
-                        u32::try_from(k.len() + v.body.len() + v.key_id.len() + 128)
-                            .unwrap_or(u32::MAX)
-                    },
-                )
-                .max_capacity(ANSWER_CACHE_BYTES)
-                .time_to_idle(std::time::Duration::from_secs(120))
-                .build(),
-        }
-    }
-
-    /// The entry for `url`, if it was computed from `snap`.
-    pub(crate) fn get(&self, url: &str, snap: &Snapshot) -> Option<std::sync::Arc<CachedAnswer>> {
-        self.entries.get(url).filter(|e| e.sha256 == snap.sha256)
-    }
-
-    /// Remembers the answer for `url`.
-    pub(crate) fn put(&self, url: &str, answer: CachedAnswer) {
-        self.entries.insert(url.into(), std::sync::Arc::new(answer));
-    }
 }
 
 /// The context fingerprint over what an audience can read. The attribute list

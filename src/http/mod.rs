@@ -117,7 +117,6 @@ pub(crate) struct EvalState {
     pub relevant: caching::RelevantAttrs,
     pub min_version_wait: Duration,
     pub stream_max_age: Duration,
-    pub answers: caching::AnswerCache,
 }
 
 /// What health, readiness and metrics need.
@@ -153,7 +152,6 @@ impl AppState {
                 relevant: caching::RelevantAttrs::new(),
                 min_version_wait: config.min_version_wait,
                 stream_max_age: config.stream_max_age,
-                answers: caching::AnswerCache::new(),
             },
             ops: OpsState {
                 delivery: Arc::clone(&delivery),

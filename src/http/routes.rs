@@ -33,39 +33,9 @@ pub(crate) async fn eval_get(
 ) -> Result<Response, ApiError> {
     let Path((key, segment)) =
         path.map_err(|_| ApiError::BadRequest("malformed request path".to_owned()))?;
-    // Read-your-writes requests take the full path (they may need a poll).
-    let url =
-        (!headers.contains_key(caching::FLAGBELT_MIN_VERSION)).then(|| format!("{key}/{segment}"));
-    if let Some(url) = &url
-        && let Some(res) = cached_answer(&st, &key, url, &headers).await
-    {
-        return Ok(res);
-    }
     let ctx = context_from_segment(&segment)?;
     let caller = authenticate(&st, &key, &headers).await?;
-    answer(&st, &caller, &headers, Need::Public, &ctx, url.as_deref()).await
-}
-
-/// The answer to a URL this instance already answered from the snapshot it
-/// serves now (see [`caching::AnswerCache`]); `None` sends the request down
-/// the full path.
-async fn cached_answer(
-    st: &EvalState,
-    key: &str,
-    url: &str,
-    headers: &HeaderMap,
-) -> Option<Response> {
-    let env = key.split('.').nth(1)?;
-    let snap = st.delivery.get(env).await.ok()?.snapshot();
-    let hit = st.answers.get(url, &snap)?;
-    let stored = snap.ruleset.keys.get(&hit.key_id);
-    let res = Reply::shared(&snap, &hit.key_id)
-        .etag(Some(hit.etag.clone()))
-        .cors(stored)
-        .send(headers, &st.directives, || {
-            Ok(Payload::json_bytes(hit.body.clone()))
-        });
-    Some(finish(res, &snap, Shape::Api))
+    answer(&st, &caller, &headers, Need::Public, &ctx).await
 }
 
 /// `POST /v1/eval` with `{"context": {...}}`: private evaluation.
@@ -77,7 +47,7 @@ pub(crate) async fn eval_post(
     let key = auth::header_key(&headers)?;
     let ctx = context_from_body(&body_bytes(body)?)?;
     let caller = authenticate(&st, key, &headers).await?;
-    answer(&st, &caller, &headers, Need::Any, &ctx, None).await
+    answer(&st, &caller, &headers, Need::Any, &ctx).await
 }
 
 /// Authenticates with `Flagbelt-Min-Version` honoured.
@@ -90,15 +60,13 @@ pub(crate) async fn authenticate(
     auth::authenticate(&st.delivery, key, min, st.min_version_wait).await
 }
 
-/// The evaluation answer of both `/v1/eval` routes; with `remember`, a fresh
-/// (not stale) 200 body is kept in the answer cache under that URL.
+/// The evaluation answer of both `/v1/eval` routes.
 async fn answer(
     st: &EvalState,
     caller: &Caller,
     headers: &HeaderMap,
     need: Need,
     ctx: &Context,
-    remember: Option<&str>,
 ) -> Result<Response, ApiError> {
     let snap = &caller.snapshot;
     if let Err(e) = caller.require(need) {
@@ -117,7 +85,6 @@ async fn answer(
         Need::Public => Reply::shared(snap, caller.key_id()),
         Need::Any | Need::Server => Reply::private(snap),
     };
-    let cache_tag = etag.clone();
     let res = reply
         .etag(Some(etag))
         .stale(caller.stale)
@@ -130,22 +97,9 @@ async fn answer(
             } else {
                 serde_json::to_vec(&answer)
             };
-            let bytes =
-                Bytes::from(bytes.map_err(|e| ApiError::internal("serialising an answer", e))?);
-            if let Some(url) = remember
-                && !caller.stale
-            {
-                st.answers.put(
-                    url,
-                    caching::CachedAnswer {
-                        sha256: snap.sha256,
-                        key_id: caller.key_id().to_owned(),
-                        etag: cache_tag,
-                        body: bytes.clone(),
-                    },
-                );
-            }
-            Ok(Payload::json_bytes(bytes))
+            bytes
+                .map(Payload::json)
+                .map_err(|e| ApiError::internal("serialising an answer", e))
         });
     Ok(finish(res, snap, Shape::Api))
 }
