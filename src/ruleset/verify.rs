@@ -1,4 +1,4 @@
-//! The verification gate: what a reader (the CLI now, the delivery layer later)
+//! The verification gate: what every reader (the CLI, the delivery layer)
 //! runs on stored bytes before activating anything.
 //!
 //! Owns the reader-side rules of the stored layout:
