@@ -24,7 +24,7 @@ use flagbelt::delivery::fetch::{FetchOptions, Fetcher};
 use flagbelt::delivery::source::Source;
 use flagbelt::eval;
 use flagbelt::ruleset::verify::TrustedKeys;
-use flagbelt::ruleset::{authoring, codec, keys, manifest};
+use flagbelt::ruleset::{authoring, codec, keys};
 use object_store::ObjectStore;
 
 mod common;
@@ -82,28 +82,11 @@ impl Rig {
     async fn publish(&self, env: &str, version: u64, flags: usize) -> usize {
         let (pb, _) = authoring::compile_yaml(&common::ruleset_yaml(env, version, flags), 0)
             .expect("generated ruleset compiles");
-        let rs = codec::encode_ruleset(&pb);
-        let size = rs.len();
-        let m = codec::encode_manifest(&manifest::build(
-            env,
-            version,
-            &rs,
-            0,
-            false,
-            std::slice::from_ref(&self.key),
-        ));
+        let objects = codec::stored_objects(&pb, 0, false, std::slice::from_ref(&self.key));
         for s in &self.stores {
-            s.put_raw(
-                &format!("{env}/{}", manifest::ruleset_path(version)),
-                rs.clone(),
-            )
-            .await
-            .expect("in-memory put");
-            s.put_raw(&format!("{env}/manifest.pb"), m.clone())
-                .await
-                .expect("in-memory put");
+            s.publish(env, &objects).await.expect("in-memory put");
         }
-        size
+        objects.ruleset.len()
     }
 }
 
@@ -268,20 +251,12 @@ async fn memory() {
         let env = format!("e{i}");
         let mut pb = template.clone();
         pb.environment = env.clone();
-        let rs = codec::encode_ruleset(&pb);
-        size = rs.len();
-        let m = codec::encode_manifest(&manifest::build(
-            &env,
-            1,
-            &rs,
-            0,
-            false,
-            std::slice::from_ref(&key),
-        ));
+        let objects = codec::stored_objects(&pb, 0, false, std::slice::from_ref(&key));
+        size = objects.ruleset.len();
         let env_dir = dir.path().join(&env);
         std::fs::create_dir_all(env_dir.join("rulesets")).expect("mkdir");
-        std::fs::write(env_dir.join("rulesets/1.pb"), rs).expect("write");
-        std::fs::write(env_dir.join("manifest.pb"), m).expect("write");
+        std::fs::write(env_dir.join(&objects.ruleset_path), &objects.ruleset).expect("write");
+        std::fs::write(env_dir.join("manifest.pb"), &objects.manifest).expect("write");
     }
     drop(template);
     let store = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("folder");

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
+use crate::ruleset::codec::StoredObjects;
 use crate::ruleset::{authoring, codec, keys, manifest};
 
 /// Arguments of `flagbelt compile`.
@@ -47,27 +48,12 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let ruleset_bytes = codec::encode_ruleset(&pb);
     let published_at = i64::try_from(now).unwrap_or(i64::MAX);
-    let signed = manifest::build(
-        &pb.environment,
-        pb.version,
-        &ruleset_bytes,
-        published_at,
-        args.rollback,
-        &signers,
-    );
-    let manifest_bytes = codec::encode_manifest(&signed);
+    let objects = codec::stored_objects(&pb, published_at, args.rollback, &signers);
 
     let env_dir = args.out.join(&pb.environment);
     check_not_older(&env_dir, pb.version, args.rollback)?;
-    write_layout(
-        &args.out,
-        &env_dir,
-        pb.version,
-        &ruleset_bytes,
-        &manifest_bytes,
-    )?;
+    write_layout(&args.out, &env_dir, &objects)?;
 
     let signed_by: Vec<String> = signers
         .iter()
@@ -117,13 +103,11 @@ fn check_not_older(env_dir: &Path, version: u64, rollback: bool) -> anyhow::Resu
 pub(super) fn write_layout(
     out: &Path,
     env_dir: &Path,
-    version: u64,
-    ruleset_bytes: &[u8],
-    manifest_bytes: &[u8],
+    objects: &StoredObjects,
 ) -> anyhow::Result<()> {
     let rulesets = env_dir.join("rulesets");
-    let target = env_dir.join(manifest::ruleset_path(version));
-    if fs::read(&target).is_ok_and(|existing| existing != ruleset_bytes) {
+    let target = env_dir.join(&objects.ruleset_path);
+    if fs::read(&target).is_ok_and(|existing| existing != objects.ruleset) {
         bail!(
             "{} already exists with different content: rulesets are immutable, give the new one a new version",
             target.display()
@@ -132,8 +116,8 @@ pub(super) fn write_layout(
     fs::create_dir_all(&rulesets)
         .with_context(|| format!("cannot create {}", rulesets.display()))?;
     let tmp = TempDir::new(out)?;
-    let tmp_ruleset = tmp.write("ruleset.pb", ruleset_bytes)?;
-    let tmp_manifest = tmp.write("manifest.pb", manifest_bytes)?;
+    let tmp_ruleset = tmp.write("ruleset.pb", &objects.ruleset)?;
+    let tmp_manifest = tmp.write("manifest.pb", &objects.manifest)?;
     fs::rename(&tmp_ruleset, &target)
         .with_context(|| format!("cannot move ruleset into {}", target.display()))?;
     let manifest_path = env_dir.join("manifest.pb");

@@ -13,7 +13,7 @@ use rand::Rng as _;
 
 use super::delivery_args::DeliveryArgs;
 use super::serve;
-use crate::ruleset::{authoring, codec, manifest};
+use crate::ruleset::{authoring, codec};
 
 /// The demo environment's authoring YAML.
 const DEMO_YAML: &str = include_str!("../../examples/demo.yaml");
@@ -34,23 +34,9 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
     let dir = TempStore::new()?;
     let (pb, _) = authoring::compile_yaml(DEMO_YAML, super::now_ms())
         .context("the bundled demo ruleset does not compile")?;
-    let ruleset = codec::encode_ruleset(&pb);
-    let signed = manifest::build(
-        &pb.environment,
-        pb.version,
-        &ruleset,
-        i64::try_from(super::now_ms()).unwrap_or(i64::MAX),
-        false,
-        &[],
-    );
-    let env_dir = dir.0.join(&pb.environment);
-    super::compile::write_layout(
-        &dir.0,
-        &env_dir,
-        pb.version,
-        &ruleset,
-        &codec::encode_manifest(&signed),
-    )?;
+    let published_at = i64::try_from(super::now_ms()).unwrap_or(i64::MAX);
+    let objects = codec::stored_objects(&pb, published_at, false, &[]);
+    super::compile::write_layout(&dir.0, &dir.0.join(&pb.environment), &objects)?;
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
     let token = URL_SAFE_NO_PAD.encode(raw);

@@ -119,6 +119,22 @@ impl FaultyStore {
         counter.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Publishes `objects` under `<env>/` as a publisher does: the ruleset
+    /// first, the manifest last.
+    pub async fn publish(
+        &self,
+        env: &str,
+        objects: &crate::ruleset::codec::StoredObjects,
+    ) -> object_store::Result<()> {
+        self.put_raw(
+            &format!("{env}/{}", objects.ruleset_path),
+            objects.ruleset.clone(),
+        )
+        .await?;
+        self.put_raw(&format!("{env}/manifest.pb"), objects.manifest.clone())
+            .await
+    }
+
     /// Writes an object directly (no faults).
     pub async fn put_raw(&self, path: &str, bytes: Vec<u8>) -> object_store::Result<()> {
         self.inner

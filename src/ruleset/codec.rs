@@ -76,6 +76,42 @@ pub fn ruleset_to_json(rs: &proto::Ruleset) -> Result<serde_json::Value, serde_j
     Ok(out)
 }
 
+/// The two objects a ruleset is stored as, ready to write: the ruleset (first)
+/// and its manifest (last), with their paths relative to the environment folder.
+#[derive(Debug, Clone)]
+pub struct StoredObjects {
+    /// `rulesets/<version>.pb`.
+    pub ruleset_path: String,
+    /// The encoded ruleset.
+    pub ruleset: Vec<u8>,
+    /// The encoded signed manifest describing it.
+    pub manifest: Vec<u8>,
+}
+
+/// Encodes `rs` and builds its manifest, signed by `signers`: what `flagbelt
+/// compile` writes and a publisher uploads.
+pub fn stored_objects(
+    rs: &proto::Ruleset,
+    published_at_ms: i64,
+    rollback: bool,
+    signers: &[ed25519_dalek::SigningKey],
+) -> StoredObjects {
+    let ruleset = encode_ruleset(rs);
+    let signed = crate::ruleset::manifest::build(
+        &rs.environment,
+        rs.version,
+        &ruleset,
+        published_at_ms,
+        rollback,
+        signers,
+    );
+    StoredObjects {
+        ruleset_path: crate::ruleset::manifest::ruleset_path(rs.version),
+        ruleset,
+        manifest: encode_manifest(&signed),
+    }
+}
+
 /// Encodes a signed manifest.
 pub fn encode_manifest(m: &proto::SignedManifest) -> Vec<u8> {
     m.encode_to_vec()

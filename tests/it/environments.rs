@@ -15,7 +15,7 @@ use flagbelt::delivery::fetch::{FetchOptions, Fetcher};
 use flagbelt::delivery::lkg::LastKnownGood;
 use flagbelt::delivery::source::Source;
 use flagbelt::ruleset::verify::TrustedKeys;
-use flagbelt::ruleset::{authoring, codec, keys, manifest};
+use flagbelt::ruleset::{authoring, codec, keys};
 
 const ENV: &str = "prod";
 
@@ -68,20 +68,9 @@ impl Rig {
             "environment: {env}\nversion: {version}\nflags:\n  f:\n    variants: {{a: 1, b: 2}}\n    default: a\n"
         );
         let (pb, _) = authoring::compile_yaml(&yaml, 0).expect("valid yaml");
-        let rs = codec::encode_ruleset(&pb);
-        let m = manifest::build(
-            env,
-            version,
-            &rs,
-            1_000,
-            false,
-            std::slice::from_ref(&self.key),
-        );
-        let s = &self.stores[store];
-        s.put_raw(&format!("{env}/{}", manifest::ruleset_path(version)), rs)
-            .await
-            .expect("in-memory put");
-        s.put_raw(&format!("{env}/manifest.pb"), codec::encode_manifest(&m))
+        let objects = codec::stored_objects(&pb, 1_000, false, std::slice::from_ref(&self.key));
+        self.stores[store]
+            .publish(env, &objects)
             .await
             .expect("in-memory put");
     }
@@ -304,15 +293,14 @@ async fn cold_start_without_cache_uses_the_bootstrap_folder() {
     let yaml =
         "environment: prod\nversion: 2\nflags:\n  f:\n    variants: {a: 1}\n    default: a\n";
     let (pb, _) = authoring::compile_yaml(yaml, 0).unwrap();
-    let rs = codec::encode_ruleset(&pb);
-    let m = manifest::build(ENV, 2, &rs, 0, false, std::slice::from_ref(&rig.key));
+    let objects = codec::stored_objects(&pb, 0, false, std::slice::from_ref(&rig.key));
     std::fs::create_dir_all(boot.path().join("prod/rulesets")).unwrap();
-    std::fs::write(boot.path().join("prod/rulesets/2.pb"), rs).unwrap();
     std::fs::write(
-        boot.path().join("prod/manifest.pb"),
-        codec::encode_manifest(&m),
+        boot.path().join("prod").join(&objects.ruleset_path),
+        &objects.ruleset,
     )
     .unwrap();
+    std::fs::write(boot.path().join("prod/manifest.pb"), &objects.manifest).unwrap();
     let store = object_store::local::LocalFileSystem::new_with_prefix(boot.path()).unwrap();
     let bootstrap = Fetcher::new(
         vec![Arc::new(Source::new(

@@ -31,7 +31,7 @@ use flagbelt::delivery::source::Source;
 use flagbelt::eval::model::KeyKind;
 use flagbelt::http::{AdminToken, AppState, HttpConfig, admin_router, public_router, router};
 use flagbelt::ruleset::verify::TrustedKeys;
-use flagbelt::ruleset::{authoring, codec, keys, manifest};
+use flagbelt::ruleset::{authoring, codec, keys};
 
 const ENV: &str = "prod";
 const ADMIN: &str = "s3cr3t-admin-token";
@@ -106,29 +106,13 @@ flags:
     /// Publishes `version` to every store.
     async fn publish(&self, version: u64) {
         let (pb, _) = authoring::compile_yaml(&self.yaml(version), 0).expect("valid yaml");
-        let rs = codec::encode_ruleset(&pb);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .expect("clock after 1970");
-        let m = manifest::build(
-            ENV,
-            version,
-            &rs,
-            now,
-            false,
-            std::slice::from_ref(&self.signer),
-        );
+        let objects = codec::stored_objects(&pb, now, false, std::slice::from_ref(&self.signer));
         for s in &self.stores {
-            s.put_raw(
-                &format!("{ENV}/{}", manifest::ruleset_path(version)),
-                rs.clone(),
-            )
-            .await
-            .expect("in-memory put");
-            s.put_raw(&format!("{ENV}/manifest.pb"), codec::encode_manifest(&m))
-                .await
-                .expect("in-memory put");
+            s.publish(ENV, &objects).await.expect("in-memory put");
         }
     }
 

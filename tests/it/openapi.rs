@@ -34,7 +34,7 @@ use flagbelt::delivery::source::Source;
 use flagbelt::eval::model::KeyKind;
 use flagbelt::http::{AdminToken, AppState, HttpConfig, ROUTES, router};
 use flagbelt::ruleset::verify::TrustedKeys;
-use flagbelt::ruleset::{authoring, codec, keys, manifest};
+use flagbelt::ruleset::{authoring, codec, keys};
 
 const DOC: &str = include_str!("../../openapi/flagbelt.json");
 const ENV: &str = "docs";
@@ -89,24 +89,10 @@ flags:
     );
     let signer: SigningKey = keys::new_signing_key();
     let (pb, _) = authoring::compile_yaml(&yaml, 0).expect("valid yaml");
-    let rs = codec::encode_ruleset(&pb);
-    let m = manifest::build(
-        ENV,
-        7,
-        &rs,
-        1_700_000_000_000,
-        false,
-        std::slice::from_ref(&signer),
-    );
+    let objects =
+        codec::stored_objects(&pb, 1_700_000_000_000, false, std::slice::from_ref(&signer));
     let store = Arc::new(FaultyStore::new());
-    store
-        .put_raw(&format!("{ENV}/{}", manifest::ruleset_path(7)), rs)
-        .await
-        .expect("in-memory put");
-    store
-        .put_raw(&format!("{ENV}/manifest.pb"), codec::encode_manifest(&m))
-        .await
-        .expect("in-memory put");
+    store.publish(ENV, &objects).await.expect("in-memory put");
     let source = Arc::new(Source::new(
         "mem://docs".to_owned(),
         store as Arc<dyn ObjectStore>,
