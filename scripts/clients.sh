@@ -37,6 +37,8 @@ die() {
     log "error: $*"
     exit 1
 }
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 # A stamp holds the checksum of the inputs an install was made from: the same
 # inputs and a present stamp mean "nothing to do".
@@ -84,32 +86,12 @@ install_python() {
 
 install_nginx() {
     nginx_bin >/dev/null && return 0
-    local sudo=()
-    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-    export DEBIAN_FRONTEND=noninteractive
-    # Try without refreshing the package lists first; refresh only when needed.
-    if ! "${sudo[@]}" apt-get install -y -q --no-install-recommends nginx; then
-        "${sudo[@]}" apt-get update -q
-        "${sudo[@]}" apt-get install -y -q --no-install-recommends nginx
-    fi
+    apt_install nginx
     nginx_bin >/dev/null || die "nginx installed but not found"
 }
 
 install_all() {
-    mkdir -p "$LOGS"
-    local names=(npm python nginx) pids=() failed=0 i
-    for name in "${names[@]}"; do
-        "install_$name" >"$LOGS/install-$name.log" 2>&1 &
-        pids+=($!)
-    done
-    for i in "${!names[@]}"; do
-        if ! wait "${pids[$i]}"; then
-            log "installing ${names[$i]} failed; last lines of $LOGS/install-${names[$i]}.log:"
-            tail -n 20 "$LOGS/install-${names[$i]}.log" >&2
-            failed=1
-        fi
-    done
-    [[ $failed -eq 0 ]] || die "installation failed"
+    install_parallel "$LOGS" npm python nginx
 }
 
 print_env() {

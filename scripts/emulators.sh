@@ -42,6 +42,8 @@ die() {
     log "error: $*"
     exit 1
 }
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 # ---------------------------------------------------------------- install ----
 
@@ -68,32 +70,12 @@ install_node() {
 
 install_rclone() {
     command -v rclone >/dev/null 2>&1 && return 0
-    local sudo=()
-    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-    export DEBIAN_FRONTEND=noninteractive
-    # Try without refreshing the package lists first; refresh only when needed.
-    if ! "${sudo[@]}" apt-get install -y -q --no-install-recommends rclone; then
-        "${sudo[@]}" apt-get update -q
-        "${sudo[@]}" apt-get install -y -q --no-install-recommends rclone
-    fi
+    apt_install rclone
 }
 
 # The three installs are independent (pip, npm, apt): run them side by side.
 install_all() {
-    mkdir -p "$TOOLS/logs"
-    local names=(python node rclone) pids=() failed=0 i
-    for name in "${names[@]}"; do
-        "install_$name" >"$TOOLS/logs/install-$name.log" 2>&1 &
-        pids+=($!)
-    done
-    for i in "${!names[@]}"; do
-        if ! wait "${pids[$i]}"; then
-            log "installing ${names[$i]} failed; last lines of $TOOLS/logs/install-${names[$i]}.log:"
-            tail -n 20 "$TOOLS/logs/install-${names[$i]}.log" >&2
-            failed=1
-        fi
-    done
-    [[ $failed -eq 0 ]] || die "installation failed"
+    install_parallel "$TOOLS/logs" python node rclone
 }
 
 # ------------------------------------------------------------------ start ----
