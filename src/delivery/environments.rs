@@ -150,7 +150,9 @@ pub struct Delivery {
     lkg: Option<Arc<LastKnownGood>>,
     envs: moka::future::Cache<String, Arc<Environment>>,
     /// Preloaded environments: never evicted.
-    pinned: Mutex<HashMap<String, Arc<Environment>>>,
+    /// Read on every request, written only by `preload`: a lock-free swap
+    /// rather than a mutex every request would take.
+    pinned: ArcSwap<HashMap<String, Arc<Environment>>>,
     negative: moka::future::Cache<String, EnvError>,
     opts: DeliveryOptions,
 }
@@ -188,7 +190,7 @@ impl Delivery {
             fallback,
             lkg: lkg.map(Arc::new),
             envs,
-            pinned: Mutex::new(HashMap::new()),
+            pinned: ArcSwap::from_pointee(HashMap::new()),
             negative,
             opts,
         })
@@ -197,7 +199,7 @@ impl Delivery {
     /// The environment, loading it on first use. Concurrent first callers share
     /// one load (one manifest read per source, one ruleset read).
     pub async fn get(self: &Arc<Self>, env: &str) -> Result<Arc<Environment>, EnvError> {
-        if let Some(e) = lock(&self.pinned).get(env) {
+        if let Some(e) = self.pinned.load().get(env) {
             return Ok(Arc::clone(e));
         }
         if let Some(e) = self.envs.get(env).await {
@@ -232,7 +234,11 @@ impl Delivery {
         for env in envs {
             match self.get(env).await {
                 Ok(e) => {
-                    lock(&self.pinned).insert(env.clone(), e);
+                    self.pinned.rcu(|pinned| {
+                        let mut next = HashMap::clone(pinned);
+                        next.insert(env.clone(), Arc::clone(&e));
+                        next
+                    });
                 }
                 Err(err) => failed.push((env.clone(), err)),
             }
@@ -243,7 +249,7 @@ impl Delivery {
     /// True when every environment in `envs` holds a usable snapshot. Storage
     /// errors after that do not change the answer (stale beats none).
     pub fn ready(&self, envs: &[String]) -> bool {
-        let pinned = lock(&self.pinned);
+        let pinned = self.pinned.load();
         envs.iter().all(|e| pinned.contains_key(e))
     }
 
@@ -355,18 +361,18 @@ impl Delivery {
     }
 
     fn is_pinned(&self, env: &str) -> bool {
-        lock(&self.pinned).contains_key(env)
+        self.pinned.load().contains_key(env)
     }
 
     async fn loaded(&self, env: &str) -> Option<Arc<Environment>> {
-        if let Some(e) = lock(&self.pinned).get(env) {
+        if let Some(e) = self.pinned.load().get(env) {
             return Some(Arc::clone(e));
         }
         self.envs.get(env).await
     }
 
     fn all_loaded(&self) -> Vec<Arc<Environment>> {
-        let mut seen: HashMap<String, Arc<Environment>> = lock(&self.pinned).clone();
+        let mut seen: HashMap<String, Arc<Environment>> = HashMap::clone(&self.pinned.load());
         for (name, e) in self.envs.iter() {
             seen.entry((*name).clone()).or_insert(e);
         }
