@@ -143,6 +143,7 @@ fn http_config(args: &Args) -> anyhow::Result<HttpConfig> {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_concurrency: usize::try_from(args.max_concurrency).unwrap_or(usize::MAX),
         stream_max_age: HttpConfig::default().stream_max_age,
+        peers: None,
     })
 }
 

@@ -83,6 +83,9 @@ pub struct HttpConfig {
     pub max_concurrency: usize,
     /// Longest life of one `/v1/stream` connection (the client reconnects).
     pub stream_max_age: Duration,
+    /// Peers a reload fans out to: `host:port`, resolved through DNS on every
+    /// reload (every address it resolves to is a peer); `None`: no fan-out.
+    pub peers: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -96,6 +99,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_millis(5000),
             max_concurrency: 1024,
             stream_max_age: Duration::from_secs(600),
+            peers: None,
         }
     }
 }
@@ -133,6 +137,8 @@ pub(crate) struct AdminState {
     pub delivery: Arc<Delivery>,
     pub preload: Arc<[String]>,
     pub token: Option<AdminToken>,
+    /// `host:port` of the peers a reload fans out to ([`HttpConfig::peers`]).
+    pub peers: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -162,6 +168,7 @@ impl AppState {
                 delivery,
                 preload,
                 token: config.admin_token,
+                peers: config.peers.map(Arc::from),
             },
             limits: Limits {
                 request_timeout: config.request_timeout,
