@@ -118,27 +118,37 @@ impl Directives {
     }
 }
 
-/// A weak entity tag, `W/"<32 hex>"`.
+/// A weak entity tag, `W/"<32 hex>"`: the first 128 bits of a SHA-256 over
+/// what the answer depends on; the same bits key the server-side
+/// [`AnswerCache`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ETag(HeaderValue);
+pub(crate) struct ETag {
+    value: HeaderValue,
+    id: u128,
+}
 
 impl ETag {
     fn from_digest(h: Sha256) -> Self {
         let digest: [u8; 32] = h.finalize().into();
-        let text = format!("W/\"{}\"", hex::encode(&digest[..16]));
-        // Hex inside quotes is always a valid header value.
-        Self(HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("W/\"0\"")))
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        let text = format!("W/\"{}\"", hex::encode(&first));
+        Self {
+            // Hex inside quotes is always a valid header value.
+            value: HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("W/\"0\"")),
+            id: u128::from_be_bytes(first),
+        }
     }
 
     /// The tag's text as sent, e.g. `W/"ab12..."`.
     #[cfg(test)]
     pub(crate) fn as_str(&self) -> &str {
-        self.0.to_str().unwrap_or_default()
+        self.value.to_str().unwrap_or_default()
     }
 
     /// The opaque tag without `W/` and quotes.
     fn opaque(&self) -> &[u8] {
-        let b = self.0.as_bytes();
+        let b = self.value.as_bytes();
         let b = b.strip_prefix(b"W/").unwrap_or(b);
         b.strip_prefix(b"\"")
             .and_then(|b| b.strip_suffix(b"\""))
@@ -272,10 +282,10 @@ pub(crate) struct Payload {
 
 impl Payload {
     /// A JSON body.
-    pub(crate) fn json(bytes: Vec<u8>) -> Self {
+    pub(crate) fn json(bytes: impl Into<Bytes>) -> Self {
         Self {
             content_type: HeaderValue::from_static("application/json"),
-            bytes: Bytes::from(bytes),
+            bytes: bytes.into(),
         }
     }
 }
@@ -348,10 +358,10 @@ impl<'a> Reply<'a> {
         };
         let h = res.headers_mut();
         stamp(h, self.snapshot);
-        let mut vary: Vec<&str> = Vec::with_capacity(3);
-        if self.vary_accept {
-            vary.push("Accept");
-        }
+        let mut vary = Vary {
+            accept: self.vary_accept,
+            ..Vary::default()
+        };
         if self.stale {
             no_store(h);
             h.insert(FLAGBELT_STALE, HeaderValue::from_static("true"));
@@ -363,27 +373,49 @@ impl<'a> Reply<'a> {
                     purge_tags(h, self.snapshot, key_id);
                     // Compression adds this only when it compresses; a shared
                     // cache needs it on every representation.
-                    vary.push("Accept-Encoding");
+                    vary.accept_encoding = true;
                 }
                 Cache::Private => {
                     h.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
                 }
             }
             if let Some(tag) = etag {
-                h.insert(ETAG, tag.0);
+                h.insert(ETAG, tag.value);
             }
         }
         if let Some(key) = self.cors_key
             && allow_origin(h, key, req.get(ORIGIN))
         {
-            vary.push("Origin");
+            vary.origin = true;
         }
-        if !vary.is_empty()
-            && let Ok(v) = HeaderValue::try_from(vary.join(", "))
-        {
+        if let Some(v) = vary.value() {
             h.insert(VARY, v);
         }
         Ok(res)
+    }
+}
+
+/// What an answer varies by, rendered as one static `Vary` value.
+#[derive(Debug, Clone, Copy, Default)]
+struct Vary {
+    accept: bool,
+    accept_encoding: bool,
+    origin: bool,
+}
+
+impl Vary {
+    fn value(self) -> Option<HeaderValue> {
+        let text = match (self.accept, self.accept_encoding, self.origin) {
+            (false, false, false) => return None,
+            (true, false, false) => "Accept",
+            (false, true, false) => "Accept-Encoding",
+            (false, false, true) => "Origin",
+            (true, true, false) => "Accept, Accept-Encoding",
+            (true, false, true) => "Accept, Origin",
+            (false, true, true) => "Accept-Encoding, Origin",
+            (true, true, true) => "Accept, Accept-Encoding, Origin",
+        };
+        Some(HeaderValue::from_static(text))
     }
 }
 
@@ -557,12 +589,136 @@ impl RelevantAttrs {
     }
 }
 
+/// Default size of the server-side [`AnswerCache`] (bodies plus a per-entry
+/// overhead), in bytes.
+pub const ANSWER_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Accounted size of one cache entry beyond its body (key, `Bytes` header,
+/// moka's bookkeeping).
+const ENTRY_OVERHEAD: u64 = 160;
+
+/// Slots of the admission filter (a power of two; 8 bytes each).
+const SEEN_SLOTS: usize = 1 << 15;
+
+/// Server-side cache of evaluation answer bodies, keyed by their ETag's 128
+/// bits (environment, version and digest of the ruleset, key id, audience,
+/// route shape and the fingerprint of the relevant context attributes), and
+/// bounded by bytes.
+///
+/// An answer is kept only the second time its tag is asked for, within the
+/// memory of a small admission filter (one tag per slot, overwritten by the
+/// next tag hashing there). A stream of never-repeating contexts (most
+/// browser traffic behind a CDN) then costs one atomic store per request
+/// instead of an insertion that would only push useful entries out, and a
+/// repeated context (a CDN's revalidations, backend SDKs polling for the
+/// same user) is answered from memory from its second request on. Concurrent
+/// computations of one admitted tag are coalesced: one caller evaluates, the
+/// others wait for its body (an evaluation is microseconds, so waiting on the
+/// worker thread costs less than a task hop).
+///
+/// Old versions' entries are never served again (their tags differ) and age
+/// out by size and idle time. Must not: hold stale answers (`Flagbelt-Min-
+/// Version` misses are never cached) or anything but bodies.
+pub(crate) struct AnswerCache {
+    cache: Option<moka::sync::Cache<u128, Bytes>>,
+    seen: Box<[std::sync::atomic::AtomicU64]>,
+}
+
+impl std::fmt::Debug for AnswerCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerCache")
+            .field("enabled", &self.cache.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Entries unused this long are dropped even when there is room.
+const ANSWER_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl AnswerCache {
+    /// A cache of at most `max_bytes`; 0 turns caching off.
+    pub(crate) fn new(max_bytes: u64) -> Self {
+        let cache = (max_bytes > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_: &u128, body: &Bytes| {
+                    u32::try_from(body.len() as u64 + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+                })
+                .time_to_idle(ANSWER_IDLE)
+                .build()
+        });
+        let slots = if cache.is_some() { SEEN_SLOTS } else { 0 };
+        Self {
+            cache,
+            seen: (0..slots)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    /// The body of the answer tagged `tag`: from the cache, or from `compute`
+    /// (kept when the tag was seen before).
+    pub(crate) fn get_or(
+        &self,
+        tag: &ETag,
+        compute: impl FnOnce() -> Result<Bytes, ApiError>,
+    ) -> Result<Bytes, ApiError> {
+        let Some(cache) = &self.cache else {
+            return compute();
+        };
+        if let Some(body) = cache.get(&tag.id) {
+            metrics::counter!("flagbelt_answer_cache_total", "outcome" => "hit").increment(1);
+            return Ok(body);
+        }
+        if !self.admit(tag.id) {
+            metrics::counter!("flagbelt_answer_cache_total", "outcome" => "miss").increment(1);
+            return compute();
+        }
+        metrics::counter!("flagbelt_answer_cache_total", "outcome" => "admitted").increment(1);
+        cache
+            .try_get_with(tag.id, compute)
+            .map_err(|e| ApiError::internal("computing a cached answer", e.to_string()))
+    }
+
+    /// True when `id` was the last tag seen in its slot; else remembers it.
+    fn admit(&self, id: u128) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Low bits pick the slot, high bits are the check (never 0, the
+        // empty slot). Truncation to the slot mask is the point.
+        #[allow(clippy::cast_possible_truncation)]
+        let slot = (id as usize) & (SEEN_SLOTS - 1);
+        #[allow(clippy::cast_possible_truncation)]
+        let check = ((id >> 64) as u64) | 1;
+        let Some(cell) = self.seen.get(slot) else {
+            return false;
+        };
+        if cell.load(Relaxed) == check {
+            true
+        } else {
+            cell.store(check, Relaxed);
+            false
+        }
+    }
+
+    /// Entries and weighed bytes now held (after pending maintenance).
+    #[cfg(test)]
+    fn held(&self) -> (u64, u64) {
+        self.cache.as_ref().map_or((0, 0), |c| {
+            c.run_pending_tasks();
+            (c.entry_count(), c.weighted_size())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn tag(hex32: &str) -> ETag {
-        ETag(HeaderValue::try_from(format!("W/\"{hex32}\"")).unwrap())
+        ETag {
+            value: HeaderValue::try_from(format!("W/\"{hex32}\"")).unwrap(),
+            id: 0,
+        }
     }
 
     fn req(values: &[&str]) -> HeaderMap {
@@ -592,6 +748,65 @@ mod tests {
         assert!(!if_none_match(&req(&["abc"]), &t), "unquoted is not a tag");
         assert!(!if_none_match(&req(&["\"abc"]), &t), "unterminated");
         assert!(if_none_match(&req(&["junk, \"abc\""]), &t));
+    }
+
+    fn tagged(id: u128) -> ETag {
+        ETag {
+            value: HeaderValue::from_static("W/\"x\""),
+            id,
+        }
+    }
+
+    #[test]
+    fn answers_are_kept_from_their_second_request_and_bounded_by_bytes() {
+        let cache = AnswerCache::new(4 * (1000 + ENTRY_OVERHEAD));
+        let calls = std::cell::Cell::new(0);
+        let body = |n: u8| {
+            calls.set(calls.get() + 1);
+            Ok::<_, ApiError>(Bytes::from(vec![n; 1000]))
+        };
+        // First sight: computed, not kept; second: computed and kept; third: a hit.
+        assert_eq!(cache.get_or(&tagged(7), || body(1)).unwrap()[0], 1);
+        assert_eq!(cache.held().0, 0);
+        assert_eq!(cache.get_or(&tagged(7), || body(2)).unwrap()[0], 2);
+        assert_eq!(cache.get_or(&tagged(7), || body(3)).unwrap()[0], 2);
+        assert_eq!(calls.get(), 2);
+        assert_eq!(cache.held(), (1, 1000 + ENTRY_OVERHEAD));
+        // Another tag hashing to the same admission slot is not kept on its
+        // first request either.
+        let other = 7 + (2u128 << 64);
+        cache.get_or(&tagged(other), || body(4)).unwrap();
+        assert_eq!(cache.held().0, 1);
+        // Many repeated tags: the byte bound holds.
+        for id in 100..140u128 {
+            for _ in 0..2 {
+                cache.get_or(&tagged(id), || body(5)).unwrap();
+            }
+        }
+        let (_, bytes) = cache.held();
+        assert!(bytes <= 4 * (1000 + ENTRY_OVERHEAD), "{bytes} bytes held");
+    }
+
+    #[test]
+    fn a_failed_computation_is_not_kept_and_off_means_always_compute() {
+        let cache = AnswerCache::new(1 << 20);
+        cache
+            .get_or(&tagged(9), || Ok(Bytes::from_static(b"a")))
+            .unwrap();
+        let err = cache.get_or(&tagged(9), || Err(ApiError::internal("test", "boom")));
+        assert!(err.is_err());
+        assert_eq!(cache.held().0, 0);
+        assert_eq!(
+            &cache
+                .get_or(&tagged(9), || Ok(Bytes::from_static(b"b")))
+                .unwrap()[..],
+            b"b"
+        );
+        let off = AnswerCache::new(0);
+        for n in 0..3u8 {
+            let got = off.get_or(&tagged(1), || Ok(Bytes::from(vec![n]))).unwrap();
+            assert_eq!(got[0], n, "never cached when off");
+        }
     }
 
     #[test]

@@ -48,7 +48,8 @@ use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate as _, SizeAbove};
+use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -104,36 +105,67 @@ impl Default for HttpConfig {
     }
 }
 
-/// Shared state of all handlers: a few `Arc`s, cheap to clone.
+/// Shared state of all handlers: one `Arc`, cheap to clone (axum clones the
+/// state for every request, and each handler's part of it again).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Parts>);
+
+#[derive(Debug)]
+struct Parts {
     eval: EvalState,
     ops: OpsState,
     admin: AdminState,
     limits: Limits,
 }
 
+/// A handler's part of the state: one `Arc` to clone per request, the fields
+/// reached through `Deref`.
+#[derive(Debug)]
+pub(crate) struct Shared<T>(Arc<T>);
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// What evaluation handlers need.
-#[derive(Debug, Clone)]
-pub(crate) struct EvalState {
+pub(crate) type EvalState = Shared<EvalParts>;
+/// What health, readiness and metrics need.
+pub(crate) type OpsState = Shared<OpsParts>;
+/// What the admin API needs.
+pub(crate) type AdminState = Shared<AdminParts>;
+
+/// The fields of [`EvalState`].
+#[derive(Debug)]
+pub(crate) struct EvalParts {
     pub delivery: Arc<Delivery>,
-    pub directives: Arc<caching::Directives>,
+    pub directives: caching::Directives,
     pub relevant: caching::RelevantAttrs,
+    /// Server-side cache of evaluation answers.
+    pub answers: caching::AnswerCache,
     pub min_version_wait: Duration,
     pub stream_max_age: Duration,
 }
 
-/// What health, readiness and metrics need.
-#[derive(Debug, Clone)]
-pub(crate) struct OpsState {
+/// The fields of [`OpsState`].
+#[derive(Debug)]
+pub(crate) struct OpsParts {
     pub delivery: Arc<Delivery>,
     pub preload: Arc<[String]>,
     pub metrics: Option<PrometheusHandle>,
 }
 
-/// What the admin API needs.
-#[derive(Debug, Clone)]
-pub(crate) struct AdminState {
+/// The fields of [`AdminState`].
+#[derive(Debug)]
+pub(crate) struct AdminParts {
     pub delivery: Arc<Delivery>,
     pub preload: Arc<[String]>,
     pub token: Option<AdminToken>,
@@ -151,48 +183,49 @@ impl AppState {
     /// State over `delivery` with `config`.
     pub fn new(delivery: Arc<Delivery>, config: HttpConfig) -> Self {
         let preload: Arc<[String]> = config.preload.into();
-        Self {
-            eval: EvalState {
+        Self(Arc::new(Parts {
+            eval: Shared(Arc::new(EvalParts {
                 delivery: Arc::clone(&delivery),
-                directives: Arc::new(caching::Directives::new(config.cache)),
+                directives: caching::Directives::new(config.cache),
                 relevant: caching::RelevantAttrs::new(),
+                answers: caching::AnswerCache::new(caching::ANSWER_CACHE_BYTES),
                 min_version_wait: config.min_version_wait,
                 stream_max_age: config.stream_max_age,
-            },
-            ops: OpsState {
+            })),
+            ops: Shared(Arc::new(OpsParts {
                 delivery: Arc::clone(&delivery),
                 preload: Arc::clone(&preload),
                 metrics: config.metrics,
-            },
-            admin: AdminState {
+            })),
+            admin: Shared(Arc::new(AdminParts {
                 delivery,
                 preload,
                 token: config.admin_token,
                 peers: config.peers.map(Arc::from),
-            },
+            })),
             limits: Limits {
                 request_timeout: config.request_timeout,
                 max_concurrency: config.max_concurrency.max(1),
             },
-        }
+        }))
     }
 }
 
 impl FromRef<AppState> for EvalState {
     fn from_ref(s: &AppState) -> Self {
-        s.eval.clone()
+        s.0.eval.clone()
     }
 }
 
 impl FromRef<AppState> for OpsState {
     fn from_ref(s: &AppState) -> Self {
-        s.ops.clone()
+        s.0.ops.clone()
     }
 }
 
 impl FromRef<AppState> for AdminState {
     fn from_ref(s: &AppState) -> Self {
-        s.admin.clone()
+        s.0.admin.clone()
     }
 }
 
@@ -345,7 +378,7 @@ fn group(group: Group) -> Router<AppState> {
 /// Every route on one listener: the API, health, readiness, the API
 /// description, metrics and admin.
 pub fn router(state: AppState) -> Router {
-    let limits = state.limits;
+    let limits = state.0.limits;
     edge(
         api(limits)
             .merge(group(Group::Open))
@@ -357,7 +390,7 @@ pub fn router(state: AppState) -> Router {
 /// The public listener when admin routes have their own: the API, health,
 /// readiness and the API description; no `/metrics`, no `/admin`.
 pub fn public_router(state: AppState) -> Router {
-    let limits = state.limits;
+    let limits = state.0.limits;
     edge(api(limits).merge(group(Group::Open)).with_state(state))
 }
 
@@ -396,6 +429,14 @@ fn api(limits: Limits) -> Router<AppState> {
     browser.merge(server).merge(streams)
 }
 
+/// Compression level of gzip and brotli answers. The codecs' defaults (gzip
+/// 6, brotli 11) cost more CPU per answer than evaluating it; 4 is what CDNs
+/// use for dynamic content, within a few percent of their size.
+const COMPRESSION_QUALITY: CompressionLevel = CompressionLevel::Precise(4);
+/// Answers smaller than this go out uncompressed (a few hundred bytes of JSON
+/// gain less than the headers and CPU cost).
+const COMPRESS_ABOVE: u64 = 512;
+
 /// Layers every route shares, outermost first: tracing span (route template,
 /// never the URL), request metrics, JSON for every error, panics as JSON 500,
 /// compression.
@@ -410,7 +451,11 @@ fn edge(router: Router) -> Router {
             .layer(middleware::from_fn(track))
             .layer(middleware::from_fn(errors::json_errors))
             .layer(CatchPanicLayer::custom(errors::panic_response))
-            .layer(CompressionLayer::new()),
+            .layer(
+                CompressionLayer::new()
+                    .quality(COMPRESSION_QUALITY)
+                    .compress_when(DefaultPredicate::new().and(SizeAbove::new(COMPRESS_ABOVE))),
+            ),
     )
 }
 
@@ -421,8 +466,9 @@ fn route_of(req: &Request) -> &str {
 }
 
 /// Counts requests by route template, method and status, and times them.
+/// Labels are static strings (no allocation per request).
 async fn track(req: Request, next: Next) -> Response {
-    let route = route_of(&req).to_owned();
+    let route = route_label(&req);
     let method: &'static str = match *req.method() {
         http::Method::GET => "GET",
         http::Method::HEAD => "HEAD",
@@ -432,11 +478,49 @@ async fn track(req: Request, next: Next) -> Response {
     };
     let start = Instant::now();
     let res = next.run(req).await;
-    let status = res.status().as_u16().to_string();
     metrics::counter!("flagbelt_http_requests_total",
-        "route" => route.clone(), "method" => method, "status" => status)
+        "route" => route, "method" => method, "status" => status_label(res.status()))
     .increment(1);
     metrics::histogram!("flagbelt_http_request_seconds", "route" => route)
         .record(start.elapsed().as_secs_f64());
     res
+}
+
+/// The matched route template as the `&'static str` of its [`ROUTES`] entry.
+fn route_label(req: &Request) -> &'static str {
+    let Some(matched) = req.extensions().get::<MatchedPath>() else {
+        return "unmatched";
+    };
+    ROUTES
+        .iter()
+        .find(|r| r.path == matched.as_str())
+        .map_or("unmatched", |r| r.path)
+}
+
+/// The status as a label: the codes this server answers with are spelled out,
+/// anything else is its class.
+fn status_label(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        200 => "200",
+        204 => "204",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        406 => "406",
+        413 => "413",
+        414 => "414",
+        415 => "415",
+        422 => "422",
+        431 => "431",
+        500 => "500",
+        503 => "503",
+        _ if status.is_informational() => "1xx",
+        _ if status.is_success() => "2xx",
+        _ if status.is_redirection() => "3xx",
+        _ if status.is_client_error() => "4xx",
+        _ => "5xx",
+    }
 }

@@ -58,25 +58,33 @@ pub(crate) async fn bulk(
         audience,
         fingerprint,
     );
+    // A stale answer (reasons `STALE`) is neither tagged nor cached.
+    let cache_tag = (!caller.stale).then(|| etag.clone());
+    let compute = || {
+        let flags = eval::evaluate_all(&snap.ruleset, &ctx, audience);
+        // Public keys are advertised the change stream (ADR-0008): a
+        // browser's EventSource cannot send headers, so the key goes in the
+        // URL, which is safe only for public keys.
+        let stream = (audience == Audience::Client).then(|| format!("/v1/stream?key={key}"));
+        serde_json::to_vec(&BulkBody {
+            flags: &flags,
+            stale: caller.stale,
+            stream,
+        })
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal("serialising an OFREP answer", e))
+    };
     let res = caller.require(Need::Any).and_then(|()| {
         Reply::private(snap)
             .etag(Some(etag))
             .stale(caller.stale)
             .cors(caller.key())
             .send(&headers, &st.directives, || {
-                let flags = eval::evaluate_all(&snap.ruleset, &ctx, audience);
-                // Public keys are advertised the change stream (ADR-0008): a
-                // browser's EventSource cannot send headers, so the key goes
-                // in the URL, which is safe only for public keys.
-                let stream =
-                    (audience == Audience::Client).then(|| format!("/v1/stream?key={key}"));
-                serde_json::to_vec(&BulkBody {
-                    flags: &flags,
-                    stale: caller.stale,
-                    stream,
-                })
+                match &cache_tag {
+                    Some(tag) => st.answers.get_or(tag, compute),
+                    None => compute(),
+                }
                 .map(Payload::json)
-                .map_err(|e| ApiError::internal("serialising an OFREP answer", e))
             })
     });
     finish(res, snap, Shape::OfrepBulk)

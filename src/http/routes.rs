@@ -85,21 +85,30 @@ async fn answer(
         Need::Public => Reply::shared(snap, caller.key_id()),
         Need::Any | Need::Server => Reply::private(snap),
     };
+    // A stale answer (reasons `STALE`) is neither tagged nor cached.
+    let cache_tag = (!caller.stale).then(|| etag.clone());
+    let compute = || {
+        let flags = eval::evaluate_all(&snap.ruleset, ctx, audience);
+        let answer = Answer::new(&snap.ruleset, flags);
+        let bytes = if caller.stale {
+            stale_answer(&answer)
+        } else {
+            serde_json::to_vec(&answer)
+        };
+        bytes
+            .map(Bytes::from)
+            .map_err(|e| ApiError::internal("serialising an answer", e))
+    };
     let res = reply
         .etag(Some(etag))
         .stale(caller.stale)
         .cors(caller.key())
         .send(headers, &st.directives, || {
-            let flags = eval::evaluate_all(&snap.ruleset, ctx, audience);
-            let answer = Answer::new(&snap.ruleset, flags);
-            let bytes = if caller.stale {
-                stale_answer(&answer)
-            } else {
-                serde_json::to_vec(&answer)
-            };
-            bytes
-                .map(Payload::json)
-                .map_err(|e| ApiError::internal("serialising an answer", e))
+            match &cache_tag {
+                Some(tag) => st.answers.get_or(tag, compute),
+                None => compute(),
+            }
+            .map(Payload::json)
         });
     Ok(finish(res, snap, Shape::Api))
 }

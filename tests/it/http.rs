@@ -1219,23 +1219,122 @@ async fn slow_requests_time_out_and_excess_requests_are_shed() {
 }
 
 #[tokio::test]
-async fn responses_are_compressed_when_asked() {
+async fn responses_are_compressed_when_asked_and_large_enough() {
     let (rig, _, app) = app().await;
+    // This rig's answers are a few hundred bytes: under the threshold, sent
+    // as they are, still weakly tagged and varying by coding for caches.
     let res = send(
         &app,
         get(&eval_uri(&rig.web, &json!({"targetingKey": "u1"})))
-            .header("accept-encoding", "gzip")
+            .header("accept-encoding", "gzip, br")
             .body(Body::empty())
             .unwrap(),
     )
     .await;
     assert_eq!(res.status, StatusCode::OK);
-    assert_eq!(res.header("content-encoding"), "gzip");
+    assert!(res.body.len() < 512, "{} bytes", res.body.len());
+    assert!(res.headers.get("content-encoding").is_none());
     assert!(
         res.header(ETAG).starts_with("W/"),
         "weak: one tag for every coding"
     );
+    assert!(res.header(VARY).contains("Accept-Encoding"));
     assert_eq!(res.header(CACHE_CONTROL), CDN_CC);
+    // A large body is compressed in the coding asked for.
+    for coding in ["gzip", "br"] {
+        let res = send(
+            &app,
+            get("/openapi.json")
+                .header("accept-encoding", coding)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::OK);
+        assert_eq!(res.header("content-encoding"), coding);
+        assert!(
+            res.body.len() < 20_000,
+            "{coding}: {} bytes",
+            res.body.len()
+        );
+    }
+}
+
+/// The server-side answer cache keeps answers from their second request on;
+/// it must never hand one caller's answer to another audience, key or
+/// version, nor keep a stale answer.
+#[tokio::test]
+async fn cached_answers_follow_audience_key_version_and_staleness() {
+    let (rig, delivery, app) = app().await;
+    let ctx = json!({"targetingKey": "u1", "country": "NZ"});
+    let auth = |key: &str| ("authorization".to_owned(), format!("Bearer {key}"));
+    let eval_get = |key: &str| {
+        let app = app.clone();
+        let uri = eval_uri(key, &ctx);
+        async move { send(&app, get(&uri).body(Body::empty()).unwrap()).await }
+    };
+    let eval_post = |key: &str| {
+        let (h, v) = auth(key);
+        let app = app.clone();
+        let ctx = ctx.clone();
+        async move { post(&app, "/v1/eval", (&h, &v), &json!({"context": ctx})).await }
+    };
+    let bulk = |key: &str| {
+        let (h, v) = auth(key);
+        let app = app.clone();
+        let ctx = ctx.clone();
+        async move {
+            post(
+                &app,
+                "/ofrep/v1/evaluate/flags",
+                (&h, &v),
+                &json!({"context": ctx}),
+            )
+            .await
+        }
+    };
+    // Three rounds: computed, computed and kept, served from the cache.
+    for _ in 0..3 {
+        let web = eval_get(&rig.web).await.json();
+        assert_eq!(web["version"], 1);
+        assert_eq!(web["flags"]["banner"]["variant"], "b");
+        assert!(web["flags"].get("server-only").is_none(), "{web}");
+        let api = eval_post(&rig.api).await.json();
+        assert_eq!(api["flags"]["server-only"]["value"], true, "{api}");
+        // The OFREP bulk answer names the key's own stream URL.
+        for key in [&rig.web, &rig.any] {
+            let v = bulk(key).await.json();
+            let uri = v["eventStreams"][0]["endpoint"]["requestUri"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(uri, format!("/v1/stream?key={key}"));
+        }
+        assert!(bulk(&rig.api).await.json().get("eventStreams").is_none());
+    }
+    // A new version: the same context is evaluated again.
+    rig.publish(2).await;
+    delivery.refresh_all().await;
+    for _ in 0..3 {
+        assert_eq!(eval_get(&rig.web).await.json()["version"], 2);
+    }
+    // Asking for a version this instance cannot reach: STALE, never cached,
+    // and the next fresh answer is not STALE.
+    for _ in 0..3 {
+        let res = send(
+            &app,
+            get(&eval_uri(&rig.web, &ctx))
+                .header("flagbelt-min-version", "9")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(res.json()["flags"]["banner"]["reason"], "STALE");
+    }
+    assert_eq!(
+        eval_get(&rig.web).await.json()["flags"]["banner"]["reason"],
+        "TARGETING_MATCH"
+    );
 }
 
 #[tokio::test]
