@@ -62,6 +62,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         admin_listen: None,
         preload: vec![pb.environment.clone()],
         admin_token_file: Some(token_file),
+        peers: None,
         s_maxage: 30,
         stale_while_revalidate: 30,
         stale_if_error: 86_400,

@@ -14,6 +14,12 @@
 //! exist on such an instance). With `--admin-listen`, `/admin` and `/metrics`
 //! are served only on that listener (plus `/healthz` and `/readyz`), never on
 //! the public one.
+//!
+//! Peers: `--peers host:port` (the peers' admin port) makes every reload fan
+//! out to whatever that name resolves to at the time; it needs
+//! `--admin-token-file`, since peers are called with the admin token (all
+//! peers share one). The name is checked for shape here, never resolved: it
+//! may well not resolve yet when the first pod starts.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +58,12 @@ pub struct Args {
     /// Without it, `/admin` answers 404.
     #[arg(long, env = "FLAGBELT_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Peers a reload fans out to: `host:port` of their admin listener (a
+    /// headless service, a Consul name...), resolved on every reload; every
+    /// address it resolves to gets the reload. Needs `--admin-token-file`
+    /// (peers share the token). Empty: no peers.
+    #[arg(long, env = "FLAGBELT_PEERS", value_name = "HOST:PORT")]
+    pub peers: Option<String>,
     /// `s-maxage` of cacheable evaluations (seconds).
     #[arg(long, env = "FLAGBELT_S_MAXAGE", default_value_t = 30)]
     pub s_maxage: u32,
@@ -126,6 +138,15 @@ fn http_config(args: &Args) -> anyhow::Result<HttpConfig> {
             args.request_timeout_ms
         );
     }
+    let peers = match args.peers.as_deref().map(str::trim) {
+        Some("") | None => None,
+        Some(text) => Some(peer_name(text)?),
+    };
+    if peers.is_some() && args.admin_token_file.is_none() {
+        bail!(
+            "--peers needs --admin-token-file: reloads are forwarded to peers with the admin token"
+        );
+    }
     let admin_token = match &args.admin_token_file {
         Some(path) => Some(read_token(path)?),
         None => None,
@@ -143,8 +164,37 @@ fn http_config(args: &Args) -> anyhow::Result<HttpConfig> {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_concurrency: usize::try_from(args.max_concurrency).unwrap_or(usize::MAX),
         stream_max_age: HttpConfig::default().stream_max_age,
-        peers: None,
+        peers,
     })
+}
+
+/// Checks that `--peers` is `host:port`: a DNS name or an IPv4 address, or an
+/// IPv6 address in brackets, and a port from 1 to 65535. The name is not
+/// resolved here (see the module doc).
+fn peer_name(text: &str) -> anyhow::Result<String> {
+    let example = "for example flagbelt-headless.prod.svc.cluster.local:8081";
+    let Some((host, port)) = text.rsplit_once(':') else {
+        bail!("--peers: {text:?} is not host:port ({example})");
+    };
+    if !matches!(port.parse::<u16>(), Ok(p) if p != 0) {
+        bail!("--peers: {port:?} in {text:?} is not a port (1-65535)");
+    }
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        }
+    };
+    if !host_ok {
+        bail!(
+            "--peers: {host:?} in {text:?} is not a host name or address (IPv6 in brackets; {example})"
+        );
+    }
+    Ok(text.to_owned())
 }
 
 /// Reads the admin token file; its content never appears in errors or logs.

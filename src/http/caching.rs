@@ -589,7 +589,7 @@ impl RelevantAttrs {
     }
 }
 
-/// Default size of the server-side [`AnswerCache`] (bodies plus a per-entry
+/// Default size of the server-side answer cache (bodies plus a per-entry
 /// overhead), in bytes.
 pub const ANSWER_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 

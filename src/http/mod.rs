@@ -30,6 +30,7 @@ mod auth;
 pub mod caching;
 pub mod errors;
 mod ofrep;
+mod peers;
 mod routes;
 mod stream;
 

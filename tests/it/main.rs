@@ -8,6 +8,7 @@ mod environments;
 mod failover;
 mod http;
 mod openapi;
+mod peers;
 mod signing;
 mod stores;
 mod vectors;
