@@ -67,6 +67,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         stale_while_revalidate: 30,
         stale_if_error: 86_400,
         max_concurrency: 1024,
+        answer_cache_mib: 8,
         request_timeout_ms: 5000,
         min_version_wait_ms: 2000,
     };

@@ -77,6 +77,12 @@ pub struct Args {
     #[arg(long, env = "FLAGBELT_MAX_CONCURRENCY", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_concurrency: u64,
+    /// Size of the server-side cache of evaluation answers (MiB); 0 turns it
+    /// off. An answer is kept from the second request for the same key and
+    /// relevant context on.
+    #[arg(long, env = "FLAGBELT_ANSWER_CACHE_MIB", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    pub answer_cache_mib: u64,
     /// Longest an API request may take (ms); 503 after it.
     #[arg(long, env = "FLAGBELT_REQUEST_TIMEOUT_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(10..=600_000))]
@@ -165,6 +171,7 @@ fn http_config(args: &Args) -> anyhow::Result<HttpConfig> {
         max_concurrency: usize::try_from(args.max_concurrency).unwrap_or(usize::MAX),
         stream_max_age: HttpConfig::default().stream_max_age,
         peers,
+        answer_cache_bytes: args.answer_cache_mib * 1024 * 1024,
     })
 }
 

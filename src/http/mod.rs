@@ -88,6 +88,9 @@ pub struct HttpConfig {
     /// Peers a reload fans out to: `host:port`, resolved through DNS on every
     /// reload (every address it resolves to is a peer); `None`: no fan-out.
     pub peers: Option<String>,
+    /// Bytes of evaluation answers the server-side answer cache may hold; 0
+    /// turns it off.
+    pub answer_cache_bytes: u64,
 }
 
 impl Default for HttpConfig {
@@ -102,6 +105,7 @@ impl Default for HttpConfig {
             max_concurrency: 1024,
             stream_max_age: Duration::from_secs(600),
             peers: None,
+            answer_cache_bytes: caching::ANSWER_CACHE_BYTES,
         }
     }
 }
@@ -189,7 +193,7 @@ impl AppState {
                 delivery: Arc::clone(&delivery),
                 directives: caching::Directives::new(config.cache),
                 relevant: caching::RelevantAttrs::new(),
-                answers: caching::AnswerCache::new(caching::ANSWER_CACHE_BYTES),
+                answers: caching::AnswerCache::new(config.answer_cache_bytes),
                 min_version_wait: config.min_version_wait,
                 stream_max_age: config.stream_max_age,
             })),

@@ -8,7 +8,7 @@
 //! evaluate on anything but the snapshot that authenticated the caller.
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -26,16 +26,20 @@ use crate::eval::{self, Answer, Context};
 use crate::ruleset::codec;
 
 /// `GET /v1/eval/{public_key}/{context}`: the CDN-cacheable evaluation.
+///
+/// Takes the request itself rather than a `HeaderMap` (that extractor clones
+/// every header; this is the hottest route).
 pub(crate) async fn eval_get(
     State(st): State<EvalState>,
     path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
+    req: Request,
 ) -> Result<Response, ApiError> {
     let Path((key, segment)) =
         path.map_err(|_| ApiError::BadRequest("malformed request path".to_owned()))?;
+    let headers = req.headers();
     let ctx = context_from_segment(&segment)?;
-    let caller = authenticate(&st, &key, &headers).await?;
-    answer(&st, &caller, &headers, Need::Public, &ctx).await
+    let caller = authenticate(&st, &key, headers).await?;
+    answer(&st, &caller, headers, Need::Public, &ctx).await
 }
 
 /// `POST /v1/eval` with `{"context": {...}}`: private evaluation.
