@@ -15,9 +15,17 @@ one bounded wrk phase per scenario:
   5. GET /v1/eval, new contexts, paced at about half of (2)'s throughput: p99
      latency below saturation
 
-It samples the server's RSS (/proc/PID/status) throughout, stops the server,
-and prints a Markdown table. Numbers are only comparable within one run
-(ratios to /healthz): client and server share this machine's cores.
+Then it stops that server, starts `flagbelt demo` (the bundled demo
+environment) and runs new-context GET /v1/eval load against it twice, with
+the connections of (2) and with the paced connections of (5), for the demo's
+RSS under load.
+
+Every scenario's requests are built before wrk's clock starts, so the
+client's CPU per request is small and about equal in every phase (printed per
+phase, with the server's). It samples the servers' RSS (/proc/PID/status)
+throughout, counts answers by status from the server's /metrics, and prints
+Markdown tables. Numbers are only comparable within one run (ratios to
+/healthz): client and server share this machine's cores.
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -41,6 +51,10 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LUA = os.path.join(ROOT, "loadtest", "lua")
 ENV = "load"
+# The demo's public key (src/cli/demo.rs DEMO_PUBLIC_KEY; `flagbelt demo`
+# prints it, and the runner reads it from there when it can).
+DEMO_PUBLIC_KEY = "fbp.demo.web.l1u83ftUtHOALf0O9eQLbzxoEVeG8ynnsGVGBX0fsRE"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def ruleset_yaml(env: str, version: int, n: int) -> str:
@@ -115,6 +129,59 @@ def b64url(ctx: dict) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
+# The new-context scenario (lua/eval_random.lua) cycles the attributes other
+# than targetingKey through a pool of contexts: every combination of the
+# cycles of `context` (email domain 7, country 6, plan 3, seats 40, beta 11,
+# platform 2, signup month 12, app.version 5), so the same variety as numbering
+# every request. The unique part, targetingKey, is appended per request.
+POOL = math.lcm(7, 6, 3, 40, 11, 2, 12, 5)  # 9240
+KEY_LAST = '"targetingKey":"user-'
+
+
+def context_head(j: int) -> str:
+    """`context(j)` as JSON with targetingKey moved last and cut after
+    `"user-`, padded with spaces (JSON whitespace) to a multiple of 3 bytes:
+    its base64url followed by the base64url of `<number>"}` is the base64url of
+    the whole context."""
+    ctx = context(j)
+    del ctx["targetingKey"]
+    text = json.dumps(ctx, separators=(",", ":"))[:-1] + ","
+    return text + " " * (-(len(text) + len(KEY_LAST)) % 3) + KEY_LAST
+
+
+def write_pool(path: str, prefix: str) -> None:
+    """One line per pool context: `prefix` + base64url(context_head(j))."""
+    with open(path, "w") as f:
+        for j in range(POOL):
+            head = context_head(j).encode()
+            assert len(head) % 3 == 0, head
+            f.write(prefix + base64.urlsafe_b64encode(head).decode() + "\n")
+
+
+def check_samples(stdout: str, prefix: str, seen: set[str]) -> int:
+    """Decodes the requests eval_random.lua printed at init (FLAGBELT_SAMPLE
+    j path): each must be a JSON object equal to context(j) but for a
+    targetingKey that is last and never seen before. Returns how many."""
+    n = 0
+    for j, path in re.findall(r"^FLAGBELT_SAMPLE (\d+) (\S+)$", stdout, re.M):
+        if not path.startswith(prefix):
+            raise SystemExit(f"sample request {path!r} is not under {prefix!r}")
+        seg = path[len(prefix):]
+        try:
+            ctx = json.loads(base64.urlsafe_b64decode(seg + "=" * (-len(seg) % 4)))
+        except ValueError as e:
+            raise SystemExit(f"sample request {path!r} is not base64url JSON: {e}")
+        want = context(int(j))
+        key = ctx.get("targetingKey") if isinstance(ctx, dict) else None
+        if (not isinstance(key, str) or list(ctx)[-1] != "targetingKey"
+                or not key.startswith("user-") or key in seen
+                or {**ctx, "targetingKey": None} != {**want, "targetingKey": None}):
+            raise SystemExit(f"sample request {path!r}: unexpected context {ctx!r}")
+        seen.add(key)
+        n += 1
+    return n
+
+
 def log(msg: str) -> None:
     print(f"[loadtest] {msg}", file=sys.stderr, flush=True)
 
@@ -141,6 +208,26 @@ def rss_kib(pid: int) -> dict[str, int]:
     except FileNotFoundError:
         pass
     return out
+
+
+def busy_ticks() -> int:
+    """CPU ticks spent by anything on this machine (/proc/stat, all CPUs)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]  # user nice system irq softirq steal
+
+
+def children_cpu() -> float:
+    """User + system seconds of this process's reaped children (wrk runs)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of every thread of `pid`, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
 
 
 class RssSampler:
@@ -176,6 +263,28 @@ def http_get(url: str, headers: dict[str, str] | None = None):
         return e.code, e.headers, e.read()
 
 
+METRIC = re.compile(r"^flagbelt_http_requests_total\{(.*)\} (\S+)$", re.M)
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def answered(base: str) -> dict[tuple[str, str], int]:
+    """The server's answers so far by (route template, status), from /metrics
+    (`flagbelt_http_requests_total`), without /metrics itself."""
+    status, _, body = http_get(base + "/metrics")
+    if status != 200:
+        raise SystemExit(f"GET /metrics answered {status}: the runner counts statuses there")
+    out: dict[tuple[str, str], int] = {}
+    for labels, value in METRIC.findall(body.decode()):
+        d = dict(LABEL.findall(labels))
+        key = (d.get("route", "?"), d.get("status", "?"))
+        if key[0] != "/metrics":
+            out[key] = out.get(key, 0) + int(float(value))
+    if not out:
+        raise SystemExit("GET /metrics has no flagbelt_http_requests_total: "
+                         "the runner counts statuses there")
+    return out
+
+
 def lua_string(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid Lua string literal here (ASCII)
 
@@ -205,35 +314,115 @@ def script(work: str, scenario: str, params: dict) -> str:
     return path
 
 
-def wrk(base: str, lua: str, *, threads: int, connections: int, duration: int,
-        pid: int) -> dict:
-    cmd = [
-        "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "5s",
-        "-s", lua, base,
-    ]
-    with RssSampler(pid) as rss:
-        res = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    m = re.search(r"^FLAGBELT_RESULT (\{.*\})$", res.stdout, re.M)
-    if not m:
-        raise SystemExit(f"wrk printed no result:\n{res.stdout}\n{res.stderr}")
-    result = json.loads(m.group(1))
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    result["rss_max_kib"] = rss.max_kib
-    result["wrk"] = f"-t{threads} -c{connections} -d{duration}s"
-    return result
+class Target:
+    """One running server and what the phases against it need."""
+
+    def __init__(self, base: str, pid: int, work: str, name: str):
+        self.base, self.pid, self.work, self.name = base, pid, work, name
+        self.runs = 0  # wrk runs so far: each new-context run gets its own keys
+        self.seen: set[str] = set()  # targetingKeys of the checked samples
+
+    def random_params(self, prefix: str, **extra) -> dict:
+        """PARAMS of eval_random.lua: the pool (written once per prefix) and
+        the numbering of this run's keys."""
+        pool = os.path.join(self.work, f"pool-{self.name}.txt")
+        if not os.path.exists(pool):
+            write_pool(pool, prefix)
+        return {"prefix": prefix, "pool_file": pool, "key_base": (self.runs + 1) * 10**10,
+                "thread_stride": 10**8, "samples": 4, **extra}
+
+    def wrk(self, scenario: str, params: dict, *, threads: int, connections: int,
+            duration: int) -> dict:
+        lua = script(self.work, scenario, params)
+        self.runs += 1
+        cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s",
+               "--timeout", "5s", "-s", lua, self.base]
+        before = answered(self.base)
+        ticks, busy, wrk_cpu, t0 = cpu_ticks(self.pid), busy_ticks(), children_cpu(), time.monotonic()
+        with RssSampler(self.pid) as rss:
+            res = subprocess.run(cmd, capture_output=True, text=True)
+        elapsed, wrk_cpu = time.monotonic() - t0, children_cpu() - wrk_cpu
+        ticks, busy = cpu_ticks(self.pid) - ticks, busy_ticks() - busy
+        after = answered(self.base)
+        m = re.search(r"^FLAGBELT_RESULT (\{.*\})$", res.stdout, re.M)
+        if res.returncode != 0 or not m:
+            raise SystemExit(f"wrk failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+        r = json.loads(m.group(1))
+        if scenario == "eval_random":
+            r["samples"] = check_samples(res.stdout, params["prefix"], self.seen)
+            if r["samples"] < threads:
+                raise SystemExit(f"eval_random.lua printed {r['samples']} sample requests")
+        r["answers"] = {k: after.get(k, 0) - before.get(k, 0)
+                        for k in after if after.get(k, 0) != before.get(k, 0)}
+        n = max(r["requests"], 1)
+        r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+        r["client_us"] = r["client_cpu_us"] / n
+        r["server_us"] = ticks / CLK_TCK * 1e6 / n
+        r["rss_max_kib"] = rss.max_kib
+        # CPU used by neither wrk nor the server (other processes: noise), as
+        # a share of the machine during the run.
+        other = busy / CLK_TCK - ticks / CLK_TCK - wrk_cpu
+        r["other_cpu"] = max(0.0, other / (elapsed * (os.cpu_count() or 1)))
+        r["connections"] = connections
+        r["wrk"] = f"-t{threads} -c{connections} -d{duration}s"
+        return r
+
+
+def start_server(cmd: list[str], log_path: str, base: str, env: dict) -> subprocess.Popen:
+    with open(log_path, "w") as log_file:
+        server = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 30
+    while True:
+        if server.poll() is not None:
+            with open(log_path) as f:
+                raise SystemExit(f"{cmd[1]} exited:\n{f.read()}")
+        try:
+            if http_get(f"{base}/readyz")[0] == 200:
+                return server
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{cmd[1]} did not become ready in 30 s")
+        time.sleep(0.1)
+
+
+def stop_server(server: subprocess.Popen | None) -> None:
+    if server is not None and server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def fmt_ms(us: int) -> str:
     return f"{us / 1000:.2f} ms"
 
 
-def fmt_statuses(statuses: dict[str, int], expected: str) -> str:
-    total = sum(statuses.values()) or 1
-    other = total - statuses.get(expected, 0)
-    text = f"{expected}: {100 * statuses.get(expected, 0) / total:.1f}%"
-    if other:
-        text += f" (other: {json.dumps(statuses)})"
-    return text
+def check_answers(r: dict, route: str, expected: str) -> tuple[str, bool]:
+    """The answers column and whether the phase is clean: every answer the
+    server counted in the phase is `expected` on `route`, it counted at least
+    as many as wrk completed (it may count a few that wrk cut off at the
+    end), and wrk saw no 4xx/5xx."""
+    on_route = {s: n for (rt, s), n in r["answers"].items() if rt == route}
+    stray = {f"{rt} {s}": n for (rt, s), n in r["answers"].items() if rt != route}
+    total = sum(on_route.values())
+    good = on_route.get(expected, 0)
+    text = f"{expected}: {100 * good / (total or 1):.1f}%"
+    ok = good == total and not stray and good >= r["requests"] and r["errors"]["status"] == 0
+    if good != total:
+        text += f" (server: {json.dumps(on_route)})"
+    if stray:
+        text += f" (other routes: {json.dumps(stray)})"
+    if good < r["requests"]:
+        text += f" (server counted {good} < wrk's {r['requests']})"
+    if r["errors"]["status"]:
+        text += f", wrk saw {r['errors']['status']} 4xx/5xx"
+    errors = sum(r["errors"].values()) - r["errors"]["status"]
+    if errors:
+        text += f", {errors} socket errors"
+    return text, ok
 
 
 def main() -> None:
@@ -266,27 +455,13 @@ def main() -> None:
 
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server_log = open(os.path.join(work, "server.log"), "w")
-        server = subprocess.Popen(
+        quiet = {**os.environ, "RUST_LOG": "warn", "TMPDIR": work}
+        server = start_server(
             [args.binary, "serve", "--source", f"file://{store}/", "--preload", ENV,
              "--listen", f"127.0.0.1:{port}"],
-            stdout=server_log, stderr=subprocess.STDOUT,
-            env={**os.environ, "RUST_LOG": "warn"},
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            if server.poll() is not None:
-                with open(os.path.join(work, "server.log")) as f:
-                    raise SystemExit(f"the server exited:\n{f.read()}")
-            try:
-                if http_get(f"{base}/readyz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the server did not become ready in 30 s")
-            time.sleep(0.1)
+            os.path.join(work, "server.log"), base, quiet)
         idle = rss_kib(server.pid)
+        target = Target(base, server.pid, work, "load")
 
         prefix = f"/v1/eval/{token}/"
         status, _, body = http_get(base + prefix + b64url(context(1)))
@@ -296,98 +471,164 @@ def main() -> None:
         visible = len(answer["flags"])
         log(f"environment {ENV!r}: {visible} client-visible flags per answer, "
             f"{len(body)} bytes")
+        eval_routes = [rt for rt, s in answered(base) if rt.startswith("/v1/eval")]
+        if len(set(eval_routes)) != 1:
+            raise SystemExit(f"cannot tell GET /v1/eval's route in /metrics: {eval_routes}")
+        eval_route = eval_routes[0]
 
-        # The validators of the repeating set (contexts 0..repeat-1; the Lua
-        # scenarios build the same contexts).
-        etags = []
+        # The repeating set: the ready paths of contexts 0..repeat-1 and the
+        # validators they are answered with.
+        paths, etags = [], []
         for i in range(args.repeat):
-            status, headers, _ = http_get(base + prefix + b64url(context(i)))
+            paths.append(prefix + b64url(context(i)))
+            status, headers, _ = http_get(base + paths[-1])
             etag = headers.get("ETag")
             if status != 200 or not etag:
                 raise SystemExit(f"GET /v1/eval answered {status} without an ETag")
             etags.append(etag)
 
-        common = dict(threads=args.threads, duration=args.duration, pid=server.pid)
         runs = {}
 
-        def phase(name: str, scenario: str, params: dict, **kw) -> dict:
-            log(f"phase {name} ({kw.get('connections', args.connections)} connections, "
-                f"{args.duration} s)")
-            opts = {**common, "connections": args.connections, **kw}
-            r = wrk(base, script(work, scenario, params), **opts)
+        def phase(name: str, scenario: str, params: dict, on=None, **kw) -> dict:
+            on = on or target
+            opts = {"threads": args.threads, "connections": args.connections,
+                    "duration": args.duration, **kw}
+            log(f"phase {name} ({opts['connections']} connections, {opts['duration']} s)")
+            r = on.wrk(scenario, params, **opts)
             runs[name] = r
             return r
 
         # Warm-up (discarded): first-touch allocations, relevant-attribute cache.
-        wrk(base, script(work, "eval_random", {"prefix": prefix}), threads=args.threads,
-            connections=args.connections, duration=2, pid=server.pid)
+        target.wrk("eval_random", target.random_params(prefix),
+                   threads=args.threads, connections=args.connections, duration=2)
 
         phase("healthz", "healthz", {})
-        phase("random", "eval_random", {"prefix": prefix})
-        phase("repeat", "eval_repeat", {"prefix": prefix, "set_size": args.repeat})
-        phase("revalidate", "eval_304",
-              {"prefix": prefix, "set_size": args.repeat, "etags": etags})
+        phase("random", "eval_random", target.random_params(prefix))
+        phase("repeat", "eval_repeat", {"paths": paths})
+        phase("revalidate", "eval_304", {"paths": paths, "etags": etags})
 
         # Paced at half the peak eval rate. Each connection waits `delay_ms`
         # on average between an answer and its next request, so the rate is
         # about connections * 1000 / (delay_ms + latency): a short calibration
         # run measures it and scales the connections to hit the target.
-        target = runs["random"]["rps"] / 2
+        rate = runs["random"]["rps"] / 2
         delay_ms = 20
-        connections = max(args.threads, round(target * delay_ms / 1000))
-        paced = {"prefix": prefix, "delay_ms": delay_ms}
-        log(f"calibrating the paced phase for {target:,.0f} requests/s")
-        probe = wrk(base, script(work, "eval_random", paced), threads=args.threads,
-                    connections=connections, duration=2, pid=server.pid)
-        connections = max(args.threads, min(4000, round(connections * target / probe["rps"])))
-        phase("paced", "eval_random", paced, connections=connections)
+        connections = max(args.threads, round(rate * delay_ms / 1000))
+        log(f"calibrating the paced phase for {rate:,.0f} requests/s")
+        probe = target.wrk("eval_random",
+                           target.random_params(prefix, delay_ms=delay_ms),
+                           threads=args.threads, connections=connections, duration=2)
+        paced_connections = max(args.threads,
+                                min(4000, round(connections * rate / probe["rps"])))
+        phase("paced", "eval_random",
+              target.random_params(prefix, delay_ms=delay_ms),
+              connections=paced_connections)
         hwm = rss_kib(server.pid)
+        stop_server(server)
+        server = None
 
-        # The table.
-        base_rps = runs["healthz"]["rps"]
+        # The demo environment (`flagbelt demo`, examples/demo.yaml): its
+        # own server on a new port, the same new-context load (the contexts'
+        # attributes are those its rules read: country, app.version, email,
+        # plan, beta, signup).
+        port = free_port()
+        demo_base = f"http://127.0.0.1:{port}"
+        demo_log = os.path.join(work, "demo.log")
+        server = start_server([args.binary, "demo", "--listen", f"127.0.0.1:{port}"],
+                              demo_log, demo_base, quiet)
+        demo_idle = rss_kib(server.pid)
+        with open(demo_log) as f:
+            m = re.search(r"^\s*public key\s+(\S+)$", f.read(), re.M)
+        demo_key = m.group(1) if m else DEMO_PUBLIC_KEY
+        demo = Target(demo_base, server.pid, work, "demo")
+        demo_prefix = f"/v1/eval/{demo_key}/"
+        status, _, body = http_get(demo_base + demo_prefix + b64url(context(1)))
+        if status != 200:
+            raise SystemExit(f"demo: GET /v1/eval answered {status}: {body[:200]!r}")
+        demo_visible = len(json.loads(body)["flags"])
+        log(f"demo environment: {demo_visible} client-visible flags per answer, "
+            f"{len(body)} bytes")
+        phase("demo", "eval_random", demo.random_params(demo_prefix),
+              on=demo)
+        phase("demo paced", "eval_random",
+              demo.random_params(demo_prefix, delay_ms=delay_ms),
+              on=demo, connections=paced_connections)
+        demo_hwm = rss_kib(server.pid)
+        stop_server(server)
+        server = None
+
+        # The tables.
+        base_r = runs["healthz"]
         rows = [
-            ("GET /healthz (baseline)", "healthz", "200"),
-            ("GET /v1/eval, new context every request", "random", "200"),
-            (f"GET /v1/eval, {args.repeat} repeating contexts", "repeat", "200"),
-            ("GET /v1/eval + If-None-Match (revalidation)", "revalidate", "304"),
-            (f"GET /v1/eval, new contexts, paced at {runs['paced']['rps'] / runs['random']['rps']:.0%}"
-             " of its peak", "paced", "200"),
+            ("GET /healthz (baseline)", "healthz", "/healthz", "200"),
+            ("GET /v1/eval, new context every request", "random", eval_route, "200"),
+            (f"GET /v1/eval, {args.repeat} repeating contexts", "repeat", eval_route, "200"),
+            ("GET /v1/eval + If-None-Match (revalidation)", "revalidate", eval_route, "304"),
+            (f"GET /v1/eval, new contexts, paced at "
+             f"{runs['paced']['rps'] / runs['random']['rps']:.0%} of its peak",
+             "paced", eval_route, "200"),
         ]
+        demo_rows = [
+            ("GET /v1/eval, new context every request", "demo", eval_route, "200"),
+            ("GET /v1/eval, new contexts, paced", "demo paced", eval_route, "200"),
+        ]
+        wrong = []
         print()
         print(f"flagbelt load test: {visible}-flag client view, {os.cpu_count()} CPUs shared "
-              f"by wrk and the server, wrk {runs['healthz']['wrk']} per phase "
+              f"by wrk and the server, wrk {base_r['wrk']} per phase "
               f"(paced: {runs['paced']['wrk']}, 0-{2 * delay_ms} ms between requests per "
-              "connection), all on 127.0.0.1")
+              "connection), all on 127.0.0.1. CPU µs/req: process CPU time (user + "
+              "system) during the phase over wrk's completed requests.")
         print()
-        print("| route | requests/s | ratio to /healthz | p50 | p99 | answers |")
-        print("|---|---:|---:|---:|---:|---|")
-        for label, key, expected in rows:
+        print("| route | requests/s | ratio to /healthz | server CPU µs/req | ratio to /healthz "
+              "| client CPU µs/req | p50 | p99 | answers |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        for label, key, route, expected in rows:
             r = runs[key]
-            errors = sum(r["errors"].values()) - r["errors"]["status"]
-            answers = fmt_statuses(r["statuses"], expected)
-            if errors:
-                answers += f", {errors} socket errors"
-            print(f"| {label} | {r['rps']:,.0f} | {r['rps'] / base_rps:.2f} | "
-                  f"{fmt_ms(r['p50_us'])} | {fmt_ms(r['p99_us'])} | {answers} |")
+            answers, ok = check_answers(r, route, expected)
+            if not ok:
+                wrong.append(label)
+            print(f"| {label} | {r['rps']:,.0f} | {r['rps'] / base_r['rps']:.2f} | "
+                  f"{r['server_us']:.1f} | {r['server_us'] / base_r['server_us']:.2f} | "
+                  f"{r['client_us']:.1f} | {fmt_ms(r['p50_us'])} | {fmt_ms(r['p99_us'])} | "
+                  f"{answers} |")
         print()
-        peak = max(r["rss_max_kib"] for r in runs.values())
+        peak = max(runs[k]["rss_max_kib"] for _, k, _, _ in rows)
         print(f"Server RSS: {idle.get('VmRSS', 0) / 1024:.1f} MiB idle after preload; "
               f"{peak / 1024:.1f} MiB max sampled under load; "
               f"{hwm.get('VmHWM', 0) / 1024:.1f} MiB high-water mark (VmHWM).")
         print("Per phase (max VmRSS): " + ", ".join(
-            f"{k} {r['rss_max_kib'] / 1024:.1f} MiB" for k, r in runs.items()))
-        wrong = [label for label, key, expected in rows
-                 if runs[key]["statuses"].get(expected, 0) < runs[key]["requests"]]
+            f"{k} {runs[k]['rss_max_kib'] / 1024:.1f} MiB" for _, k, _, _ in rows))
+        print()
+        print(f"Demo environment (`flagbelt demo`, {demo_visible}-flag client view), "
+              "new-context load:")
+        print()
+        print("| route | connections | requests/s | server CPU µs/req | client CPU µs/req "
+              "| p50 | p99 | max VmRSS | answers |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        for label, key, route, expected in demo_rows:
+            r = runs[key]
+            answers, ok = check_answers(r, route, expected)
+            if not ok:
+                wrong.append(f"demo: {label}")
+            print(f"| {label} | {r['connections']} | {r['rps']:,.0f} | {r['server_us']:.1f} | "
+                  f"{r['client_us']:.1f} | {fmt_ms(r['p50_us'])} | {fmt_ms(r['p99_us'])} | "
+                  f"{r['rss_max_kib'] / 1024:.1f} MiB | {answers} |")
+        print()
+        top = max((runs[k] for _, k, _, _ in demo_rows), key=lambda r: r["rss_max_kib"])
+        demo_max = top["rss_max_kib"] / 1024
+        print(f"Demo environment RSS: idle {demo_idle.get('VmRSS', 0) / 1024:.1f} MiB, "
+              f"max under load {demo_max:.1f} MiB ({top['connections']} connections); "
+              f"VmHWM {demo_hwm.get('VmHWM', 0) / 1024:.1f} MiB "
+              f"(target ≤ 40 MiB: {'met' if demo_hwm.get('VmHWM', 0) <= 40 * 1024 else 'NOT met'}).")
+        print()
+        print("CPU used by other processes during each phase (noise; share of all "
+              "CPUs): " + ", ".join(f"{k} {r['other_cpu']:.0%}" for k, r in runs.items())
+              + ".")
         if wrong:
             raise SystemExit(f"unexpected answers in: {wrong} (see the answers column)")
     finally:
-        if server is not None and server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        stop_server(server)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -1,9 +1,14 @@
--- GET /v1/eval revalidations: contexts 0..PARAMS.set_size-1 (built as in
--- eval_repeat.lua), each with the ETag it was answered with, so every answer
--- is a 304.
+-- GET /v1/eval revalidations: the paths of eval_repeat.lua, each with the
+-- ETag it was answered with (PARAMS.etags), so every answer is a 304. Built
+-- once at init like eval_repeat.lua; `request()` returns the next string.
+local REQS, N
+
+function prepare()
+  REQS = prebuilt(PARAMS.paths, PARAMS.etags)
+  N = #REQS
+end
+
 function request()
   counter = counter + 1
-  local i = counter % PARAMS.set_size
-  return wrk.format("GET", PARAMS.prefix .. b64url(context_json(i)),
-    { ["If-None-Match"] = PARAMS.etags[i + 1] })
+  return REQS[counter % N + 1]
 end
