@@ -434,6 +434,9 @@ def main() -> None:
     ap.add_argument("--flags", type=int, default=50, help="flags in the environment (default 50)")
     ap.add_argument("--repeat", type=int, default=16,
                     help="contexts in the repeating set (default 16)")
+    ap.add_argument("--pace-delay-ms", type=int, default=20,
+                    help="mean pause per connection between requests in the paced phases "
+                         "(default 20; fewer connections with a shorter pause)")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "flagbelt"))
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -512,7 +515,7 @@ def main() -> None:
         # about connections * 1000 / (delay_ms + latency): a short calibration
         # run measures it and scales the connections to hit the target.
         rate = runs["random"]["rps"] / 2
-        delay_ms = 20
+        delay_ms = args.pace_delay_ms
         connections = max(args.threads, round(rate * delay_ms / 1000))
         log(f"calibrating the paced phase for {rate:,.0f} requests/s")
         probe = target.wrk("eval_random",

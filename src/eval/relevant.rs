@@ -66,23 +66,29 @@ pub fn relevant_attrs(rs: &Ruleset, audience: Audience) -> Vec<Attr> {
 /// flat `"app.version"` and a nested `{"app": {"version"}}` holding the same
 /// value fingerprint alike). Missing and `null` attributes count as absent.
 pub fn context_fingerprint(attrs: &[Attr], ctx: &Context) -> u128 {
-    let mut h = Sha256::new();
+    // One buffer, hashed once: per attribute its name, then `\x01`, the JSON
+    // text's length and the text (or `\x00` when absent), then the name's
+    // length. Lengths make the encoding unambiguous without escaping.
+    let mut buf: Vec<u8> = Vec::with_capacity(256);
     for attr in attrs {
-        h.update(attr.name.as_bytes());
-        // Separators that cannot occur inside the JSON text or the name's bytes
-        // would need escaping; lengths make the encoding unambiguous instead.
+        buf.extend_from_slice(attr.name.as_bytes());
         match lookup(ctx, attr) {
             Some(value) => {
-                let text = value.to_string();
-                h.update(b"\x01");
-                h.update((text.len() as u64).to_le_bytes());
-                h.update(text.as_bytes());
+                buf.push(1);
+                let at = buf.len();
+                buf.extend_from_slice(&[0; 8]);
+                // Writing JSON into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut buf, value);
+                let len = (buf.len() - at - 8) as u64;
+                if let Some(slot) = buf.get_mut(at..at + 8) {
+                    slot.copy_from_slice(&len.to_le_bytes());
+                }
             }
-            None => h.update(b"\x00"),
+            None => buf.push(0),
         }
-        h.update((attr.name.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&(attr.name.len() as u64).to_le_bytes());
     }
-    let digest: [u8; 32] = h.finalize().into();
+    let digest: [u8; 32] = Sha256::digest(&buf).into();
     let first = digest.first_chunk::<16>().copied().unwrap_or_default();
     u128::from_be_bytes(first)
 }
@@ -240,5 +246,19 @@ flags:
         assert_ne!(fp(r#"{}"#), fp(r#"{"region":"null"}"#));
         // Types matter: 1 and "1" may evaluate differently.
         assert_ne!(fp(r#"{"region":1}"#), fp(r#"{"region":"1"}"#));
+    }
+
+    #[test]
+    fn the_fingerprint_encoding_is_pinned() {
+        // ETags carry it, and instances of two releases behind one CDN must
+        // agree: SHA-256 over `country \x01 len "NZ" len(country)` then
+        // `plan \x00 len(plan)` (lengths u64 little-endian), first 16 bytes;
+        // computed independently with Python's hashlib.
+        let attrs = [Attr::new("country"), Attr::new("plan")];
+        let ctx = context_from_json(r#"{"country":"NZ","other":1}"#).unwrap();
+        assert_eq!(
+            format!("{:032x}", context_fingerprint(&attrs, &ctx)),
+            "66302c8503a38430c1d1a0ad5e789813"
+        );
     }
 }

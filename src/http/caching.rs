@@ -357,6 +357,8 @@ impl<'a> Reply<'a> {
             res
         };
         let h = res.headers_mut();
+        // Room for every header below at once (growing a map rehashes it).
+        h.reserve(ANSWER_HEADERS);
         stamp(h, self.snapshot);
         let mut vary = Vary {
             accept: self.vary_accept,
@@ -394,6 +396,9 @@ impl<'a> Reply<'a> {
         Ok(res)
     }
 }
+
+/// Headers an answer can carry, with those hyper and the outer layers add.
+const ANSWER_HEADERS: usize = 16;
 
 /// What an answer varies by, rendered as one static `Vary` value.
 #[derive(Debug, Clone, Copy, Default)]
