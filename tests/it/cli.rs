@@ -420,8 +420,12 @@ fn demo_serves_the_bundled_environment_and_prints_working_calls() {
         .local_addr()
         .unwrap()
         .port();
+    // The demo's store goes to the temp dir; a killed demo cannot remove it,
+    // so it goes to a folder of this test's.
+    let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_flagbelt"))
         .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .env("TMPDIR", tmp.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

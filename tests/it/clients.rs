@@ -108,8 +108,12 @@ fn flagbelt() -> Command {
 /// returns the guard and ADDR. Its stderr goes to `log`.
 fn start_flagbelt(args: &[&str], log: &Path) -> (Proc, String) {
     let stderr = std::fs::File::create(log).expect("create the log file");
+    // `flagbelt demo` keeps its store in the temp dir, and a killed process
+    // cannot remove it: keep it in the test's own folder.
+    let tmp = log.parent().expect("the log is in the test's folder");
     let child = flagbelt()
         .args(args)
+        .env("TMPDIR", tmp)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
