@@ -23,7 +23,12 @@
 //! (environment, version, ruleset digest, key id, audience, the fingerprint of
 //! the relevant context attributes), never from body bytes or the clock.
 //!
-//! Must not: evaluate flags, authenticate, or decide statuses other than 304.
+//! The server-side answer cache (`AnswerCache`) lives here too: answer bodies keyed by the
+//! same 128 bits as their ETags, so a validator and a cached body can never
+//! disagree about what they name.
+//!
+//! Must not: evaluate flags (the answer cache is handed the computation),
+//! authenticate, or decide statuses other than 304.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
