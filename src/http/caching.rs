@@ -30,6 +30,7 @@
 //! Must not: evaluate flags (the answer cache is handed the computation),
 //! authenticate, or decide statuses other than 304.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -631,7 +632,62 @@ const SEEN_SLOTS: usize = 1 << 15;
 /// Version` misses are never cached) or anything but bodies.
 pub(crate) struct AnswerCache {
     cache: Option<moka::sync::Cache<u128, Bytes>>,
+    /// `GET /v1/eval` paths (key and context) and what they were answered
+    /// with; see [`UrlMemo`].
+    urls: Option<moka::sync::Cache<Box<str>, Arc<UrlMemo>>>,
+    url_hasher: std::hash::RandomState,
     seen: Box<[std::sync::atomic::AtomicU64]>,
+}
+
+/// What one `GET /v1/eval/{key}/{context}` path was answered with: the
+/// snapshot, the key id and the ETag. While that snapshot is still the
+/// environment's current one, the same path authenticates the same way and
+/// gets the same tag (both are functions of the path and the snapshot), so a
+/// repeat of the path is answered (a 304, or the cached body) without
+/// decoding the context, checking the secret or fingerprinting again: the
+/// auth result is, in effect, cached per ruleset version. Paths are compared
+/// whole, never by hash, so no other key's path can match.
+#[derive(Debug)]
+pub(crate) struct UrlMemo {
+    /// Compared by address with the current snapshot; weak, so a memo never
+    /// keeps an old ruleset alive (and the address cannot be reused while the
+    /// memo exists).
+    snapshot: std::sync::Weak<Snapshot>,
+    env: Box<str>,
+    key_id: Box<str>,
+    etag: ETag,
+}
+
+impl UrlMemo {
+    /// The environment the path's key names.
+    pub(crate) fn env(&self) -> &str {
+        &self.env
+    }
+
+    /// The key id the path authenticated as.
+    pub(crate) fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The answer's tag.
+    pub(crate) fn etag(&self) -> &ETag {
+        &self.etag
+    }
+
+    /// True when `current` is the snapshot this memo was made with.
+    pub(crate) fn made_with(&self, current: &Arc<Snapshot>) -> bool {
+        std::ptr::eq(self.snapshot.as_ptr(), Arc::as_ptr(current))
+    }
+}
+
+/// Accounted size of one URL memo beyond its path and names.
+const URL_MEMO_OVERHEAD: u64 = 256;
+
+/// The weight of a remembered path (moka hands the key as it is stored).
+#[allow(clippy::borrowed_box)]
+fn url_weight(path: &Box<str>, m: &Arc<UrlMemo>) -> u32 {
+    let n = path.len() + m.env.len() + m.key_id.len();
+    u32::try_from(n as u64 + URL_MEMO_OVERHEAD).unwrap_or(u32::MAX)
 }
 
 impl std::fmt::Debug for AnswerCache {
@@ -657,9 +713,20 @@ impl AnswerCache {
                 .time_to_idle(ANSWER_IDLE)
                 .build()
         });
+        // Paths get a quarter of the budget besides the bodies' (a memo is a
+        // few hundred bytes; 2 MiB of the default 8 remember ~5,000 paths).
+        let urls = (max_bytes > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity((max_bytes / 4).max(1))
+                .weigher(url_weight)
+                .time_to_idle(ANSWER_IDLE)
+                .build()
+        });
         let slots = if cache.is_some() { SEEN_SLOTS } else { 0 };
         Self {
             cache,
+            urls,
+            url_hasher: std::hash::RandomState::new(),
             seen: (0..slots)
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
                 .collect(),
@@ -688,6 +755,44 @@ impl AnswerCache {
         cache
             .try_get_with(tag.id, compute)
             .map_err(|e| ApiError::internal("computing a cached answer", e.to_string()))
+    }
+
+    /// The body cached for `tag`, if any (never computes).
+    pub(crate) fn peek(&self, tag: &ETag) -> Option<Bytes> {
+        let body = self.cache.as_ref()?.get(&tag.id);
+        if body.is_some() {
+            metrics::counter!("flagbelt_answer_cache_total", "outcome" => "hit").increment(1);
+        }
+        body
+    }
+
+    /// What `path` (a `GET /v1/eval` request path) was last answered with.
+    pub(crate) fn recall(&self, path: &str) -> Option<Arc<UrlMemo>> {
+        self.urls.as_ref()?.get(path)
+    }
+
+    /// Remembers that `path` authenticated as `key_id` against `snapshot` and
+    /// was answered with `etag`: from the path's second answer on (the same
+    /// admission as bodies, so never-repeating paths cost one hash and one
+    /// atomic store each).
+    pub(crate) fn remember(&self, path: &str, snapshot: &Arc<Snapshot>, key_id: &str, etag: &ETag) {
+        let Some(urls) = &self.urls else {
+            return;
+        };
+        let h = u128::from(std::hash::BuildHasher::hash_one(&self.url_hasher, path));
+        // Both halves of the id from the one 64-bit hash: slot and check.
+        if !self.admit(h | (h << 64)) {
+            return;
+        }
+        urls.insert(
+            path.into(),
+            Arc::new(UrlMemo {
+                snapshot: Arc::downgrade(snapshot),
+                env: snapshot.environment.as_str().into(),
+                key_id: key_id.into(),
+                etag: etag.clone(),
+            }),
+        );
     }
 
     /// True when `id` was the last tag seen in its slot; else remembers it.
@@ -817,6 +922,47 @@ mod tests {
             let got = off.get_or(&tagged(1), || Ok(Bytes::from(vec![n]))).unwrap();
             assert_eq!(got[0], n, "never cached when off");
         }
+    }
+
+    fn snapshot() -> Arc<Snapshot> {
+        let yaml = "environment: prod\nversion: 1\nflags: {}\n";
+        let (_, ruleset) = crate::ruleset::authoring::compile_yaml(yaml, 0).unwrap();
+        Arc::new(Snapshot {
+            environment: "prod".to_owned(),
+            version: 1,
+            sha256: [0; 32],
+            published_at_ms: 0,
+            ruleset,
+            ruleset_bytes: Bytes::new(),
+            manifest_bytes: Bytes::new(),
+            origin: crate::delivery::Origin::Bootstrap,
+            fetched_at: SystemTime::now(),
+        })
+    }
+
+    #[test]
+    fn paths_are_remembered_from_their_second_answer_with_their_snapshot() {
+        let snap = snapshot();
+        let cache = AnswerCache::new(1 << 20);
+        let path = "/v1/eval/fbp.prod.web.s3cr3t/eyJhIjoxfQ";
+        cache.remember(path, &snap, "web", &tagged(5));
+        assert!(cache.recall(path).is_none(), "not on the first answer");
+        cache.remember(path, &snap, "web", &tagged(5));
+        let memo = cache.recall(path).expect("kept on the second");
+        assert!(memo.made_with(&snap));
+        assert_eq!(
+            (memo.env(), memo.key_id(), memo.etag().id),
+            ("prod", "web", 5)
+        );
+        assert!(
+            cache
+                .recall("/v1/eval/fbp.prod.web.s3cr3u/eyJhIjoxfQ")
+                .is_none()
+        );
+        // Another snapshot, even of the same version, is not the one.
+        let reloaded = snapshot();
+        assert!(!memo.made_with(&reloaded));
+        assert!(AnswerCache::new(0).recall(path).is_none());
     }
 
     #[test]

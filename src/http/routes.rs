@@ -37,9 +37,42 @@ pub(crate) async fn eval_get(
     let Path((key, segment)) =
         path.map_err(|_| ApiError::BadRequest("malformed request path".to_owned()))?;
     let headers = req.headers();
+    let url = req.uri().path();
+    if let Some(res) = remembered(&st, url, headers).await {
+        return Ok(res);
+    }
     let ctx = context_from_segment(&segment)?;
     let caller = authenticate(&st, &key, headers).await?;
-    answer(&st, &caller, headers, Need::Public, &ctx).await
+    answer(&st, &caller, headers, Need::Public, &ctx, Some(url)).await
+}
+
+/// A repeat of a `GET /v1/eval` path answered earlier with the snapshot that
+/// is still current: the same key, context and ruleset, so the same
+/// authentication and the same tag ([`caching::UrlMemo`]). Answered with a
+/// 304 when the tag matches `If-None-Match`, or with the cached body; `None`
+/// (the full path) otherwise, and always for read-your-writes requests.
+async fn remembered(st: &EvalState, url: &str, headers: &HeaderMap) -> Option<Response> {
+    if headers.contains_key(caching::FLAGBELT_MIN_VERSION) {
+        return None;
+    }
+    let memo = st.answers.recall(url)?;
+    let snap = st.delivery.get(memo.env()).await.ok()?.snapshot();
+    if !memo.made_with(&snap) {
+        return None;
+    }
+    let body = if caching::if_none_match(headers, memo.etag()) {
+        None
+    } else {
+        Some(st.answers.peek(memo.etag())?)
+    };
+    let res = Reply::shared(&snap, memo.key_id())
+        .etag(Some(memo.etag().clone()))
+        .cors(snap.ruleset.keys.get(memo.key_id()))
+        .send(headers, &st.directives, || {
+            body.map(Payload::json)
+                .ok_or_else(|| ApiError::internal("replaying an answer", "no body to replay"))
+        });
+    Some(finish(res, &snap, Shape::Api))
 }
 
 /// `POST /v1/eval` with `{"context": {...}}`: private evaluation.
@@ -51,7 +84,7 @@ pub(crate) async fn eval_post(
     let key = auth::header_key(&headers)?;
     let ctx = context_from_body(&body_bytes(body)?)?;
     let caller = authenticate(&st, key, &headers).await?;
-    answer(&st, &caller, &headers, Need::Any, &ctx).await
+    answer(&st, &caller, &headers, Need::Any, &ctx, None).await
 }
 
 /// Authenticates with `Flagbelt-Min-Version` honoured.
@@ -64,13 +97,15 @@ pub(crate) async fn authenticate(
     auth::authenticate(&st.delivery, key, min, st.min_version_wait).await
 }
 
-/// The evaluation answer of both `/v1/eval` routes.
+/// The evaluation answer of both `/v1/eval` routes; `url` is the request
+/// path of a `GET`, remembered with the answer's tag.
 async fn answer(
     st: &EvalState,
     caller: &Caller,
     headers: &HeaderMap,
     need: Need,
     ctx: &Context,
+    url: Option<&str>,
 ) -> Result<Response, ApiError> {
     let snap = &caller.snapshot;
     if let Err(e) = caller.require(need) {
@@ -91,6 +126,10 @@ async fn answer(
     };
     // A stale answer (reasons `STALE`) is neither tagged nor cached.
     let cache_tag = (!caller.stale).then(|| etag.clone());
+    if let (Some(url), false) = (url, caller.stale) {
+        st.answers
+            .remember(url, &caller.snapshot, caller.key_id(), &etag);
+    }
     let compute = || {
         let flags = eval::evaluate_all(&snap.ruleset, ctx, audience);
         let answer = Answer::new(&snap.ruleset, flags);

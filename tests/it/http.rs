@@ -1312,6 +1312,35 @@ async fn cached_answers_follow_audience_key_version_and_staleness() {
         }
         assert!(bulk(&rig.api).await.json().get("eventStreams").is_none());
     }
+    // The GET path is now remembered with its tag: revalidations are 304s
+    // with the full headers, and another secret for the same key id, with
+    // the same context, is still refused (paths are compared whole).
+    let tag = eval_get(&rig.web).await.header(ETAG).to_owned();
+    for _ in 0..3 {
+        let res = send(
+            &app,
+            get(&eval_uri(&rig.web, &ctx))
+                .header(IF_NONE_MATCH, &tag)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::NOT_MODIFIED);
+        assert_eq!(res.header(ETAG), tag);
+        assert_eq!(res.header(CACHE_CONTROL), CDN_CC);
+        assert_eq!(res.header("ruleset-version"), "1");
+        assert!(res.header("surrogate-key").contains("key:web"));
+    }
+    let (id, secret) = rig.web.rsplit_once('.').unwrap();
+    let forged = format!("{id}.{}", secret.chars().rev().collect::<String>());
+    for _ in 0..3 {
+        send(
+            &app,
+            get(&eval_uri(&forged, &ctx)).body(Body::empty()).unwrap(),
+        )
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED);
+    }
     // A new version: the same context is evaluated again.
     rig.publish(2).await;
     delivery.refresh_all().await;
