@@ -412,17 +412,17 @@ fn eval_rejects_bad_arguments() {
 
 /// `flagbelt demo`, the README's first command: it starts, prints calls that
 /// work as printed, and serves the bundled environment.
-#[test]
-fn demo_serves_the_bundled_environment_and_prints_working_calls() {
-    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+/// `flagbelt demo` on a free port: the process, its port, its temp folder
+/// and the lines it printed up to "listening".
+fn start_demo() -> (std::process::Child, u16, tempfile::TempDir, Vec<String>) {
+    use std::io::BufRead as _;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
         .port();
     // The demo's store goes to the temp dir; a killed demo cannot remove it,
     // so it goes to a folder of this test's.
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().expect("a temp dir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_flagbelt"))
         .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
         .env("TMPDIR", tmp.path())
@@ -430,10 +430,10 @@ fn demo_serves_the_bundled_environment_and_prints_working_calls() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("demo starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
     let mut printed = Vec::new();
     for line in lines.by_ref() {
-        let line = line.unwrap();
+        let line = line.expect("the demo prints text");
         let done = line.starts_with("flagbelt listening on");
         printed.push(line);
         if done {
@@ -441,6 +441,59 @@ fn demo_serves_the_bundled_environment_and_prints_working_calls() {
         }
         assert!(printed.len() < 100, "no listening line: {printed:?}");
     }
+    (child, port, tmp, printed)
+}
+
+/// Sends `request` as is and reads the answer until the server closes.
+fn raw_http(port: u16, request: &[u8]) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the server listens");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("a read timeout");
+    // The server may answer and close before reading everything we send.
+    let _ = stream.write_all(request);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[test]
+fn oversized_or_too_many_request_headers_get_431() {
+    let (mut child, port, _tmp, _) = start_demo();
+    let many: String = (0..150).map(|i| format!("X-Filler-{i}: 1\r\n")).collect();
+    let too_many = raw_http(
+        port,
+        format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n").as_bytes(),
+    );
+    let huge = "a".repeat(512 * 1024);
+    let too_large = raw_http(
+        port,
+        format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    let fine = raw_http(
+        port,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(too_many.starts_with("HTTP/1.1 431"), "{too_many}");
+    assert!(
+        too_large.starts_with("HTTP/1.1 431"),
+        "{}",
+        &too_large[..too_large.len().min(200)]
+    );
+    assert!(
+        fine.starts_with("HTTP/1.1 200"),
+        "the server survived: {fine}"
+    );
+}
+
+#[test]
+fn demo_serves_the_bundled_environment_and_prints_working_calls() {
+    use std::io::{Read as _, Write as _};
+    let (mut child, port, _tmp, printed) = start_demo();
     let url = printed
         .iter()
         .find_map(|l| l.trim().strip_prefix("curl -i "))
