@@ -6,7 +6,7 @@ Generates a 50-flag environment whose flags are all client-visible (the
 ruleset of benches/common/mod.rs `ruleset_yaml(env, version, 50)`, plus a
 public key), compiles it with `flagbelt compile` into a temporary folder,
 serves it with `flagbelt serve --source file://... --preload load`, and runs
-one bounded wrk phase per scenario:
+bounded wrk phases:
 
   1. GET /healthz                                   the baseline
   2. GET /v1/eval, a new context on every request   no two answers alike
@@ -14,6 +14,11 @@ one bounded wrk phase per scenario:
   4. GET /v1/eval with If-None-Match                every answer a 304
   5. GET /v1/eval, new contexts, paced at about half of (2)'s throughput: p99
      latency below saturation
+
+(1)-(4) run interleaved in --rounds rounds (1, 2, 3, 4, 1, 2, 3, 4, ...): the
+machine's speed drifts by +-15 % over minutes, so each eval phase is compared
+with the /healthz of its own round, and the table reports the median of those
+same-round ratios (with their range). (5) runs once, after the rounds.
 
 Then it stops that server, starts `flagbelt demo` (the bundled demo
 environment) and runs new-context GET /v1/eval load against it twice, with
@@ -25,7 +30,7 @@ client's CPU per request is small and about equal in every phase (printed per
 phase, with the server's). It samples the servers' RSS (/proc/PID/status)
 throughout, counts answers by status from the server's /metrics, and prints
 Markdown tables. Numbers are only comparable within one run (ratios to
-/healthz): client and server share this machine's cores.
+/healthz, within a round): client and server share this machine's cores.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -319,22 +325,25 @@ class Target:
 
     def __init__(self, base: str, pid: int, work: str, name: str):
         self.base, self.pid, self.work, self.name = base, pid, work, name
-        self.runs = 0  # wrk runs so far: each new-context run gets its own keys
+        self.random_runs = 0  # new-context runs so far: each gets its own keys
         self.seen: set[str] = set()  # targetingKeys of the checked samples
 
     def random_params(self, prefix: str, **extra) -> dict:
-        """PARAMS of eval_random.lua: the pool (written once per prefix) and
-        the numbering of this run's keys."""
+        """PARAMS of eval_random.lua for one wrk run: the pool (written once
+        per prefix) and the numbering of this run's keys, a block of 10^10
+        numbers no other run against this server gets (every call takes the
+        next block: call it once per run). eval_random.lua numbers a thread's
+        requests from key_base + thread * 10^8, so up to 98 runs."""
         pool = os.path.join(self.work, f"pool-{self.name}.txt")
         if not os.path.exists(pool):
             write_pool(pool, prefix)
-        return {"prefix": prefix, "pool_file": pool, "key_base": (self.runs + 1) * 10**10,
+        self.random_runs += 1
+        return {"prefix": prefix, "pool_file": pool, "key_base": self.random_runs * 10**10,
                 "thread_stride": 10**8, "samples": 4, **extra}
 
     def wrk(self, scenario: str, params: dict, *, threads: int, connections: int,
             duration: int) -> dict:
         lua = script(self.work, scenario, params)
-        self.runs += 1
         cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s",
                "--timeout", "5s", "-s", lua, self.base]
         before = answered(self.base)
@@ -427,7 +436,11 @@ def check_answers(r: dict, route: str, expected: str) -> tuple[str, bool]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=int, default=8, help="seconds per phase (default 8)")
+    ap.add_argument("--duration", type=int, default=4, help="seconds per phase (default 4)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of the throughput phases (healthz, random, repeat, "
+                         "revalidate), each eval phase compared with its round's healthz "
+                         "(default 3)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     ap.add_argument("--connections", type=int, default=32,
                     help="wrk connections of the throughput phases (default 32)")
@@ -439,6 +452,10 @@ def main() -> None:
                          "(default 20; fewer connections with a shorter pause)")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "flagbelt"))
     args = ap.parse_args()
+    if not 1 <= args.rounds <= 90:
+        ap.error("--rounds must be 1..90 (each round's new-context keys get their own block)")
+    if args.duration < 1:
+        ap.error("--duration must be at least 1 (seconds)")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (loadtest/run installs it)")
 
@@ -490,31 +507,66 @@ def main() -> None:
                 raise SystemExit(f"GET /v1/eval answered {status} without an ETag")
             etags.append(etag)
 
-        runs = {}
+        runs = {}  # the single phases after the rounds, by name
+        rounds: list[dict[str, dict]] = []  # per round: scenario -> result
 
-        def phase(name: str, scenario: str, params: dict, on=None, **kw) -> dict:
+        def phase(name: str, scenario: str, params: dict, on=None, note="", **kw) -> dict:
             on = on or target
             opts = {"threads": args.threads, "connections": args.connections,
                     "duration": args.duration, **kw}
-            log(f"phase {name} ({opts['connections']} connections, {opts['duration']} s)")
-            r = on.wrk(scenario, params, **opts)
-            runs[name] = r
-            return r
+            log(f"phase {name}{note} ({opts['connections']} connections, "
+                f"{opts['duration']} s)")
+            return on.wrk(scenario, params, **opts)
 
         # Warm-up (discarded): first-touch allocations, relevant-attribute cache.
         target.wrk("eval_random", target.random_params(prefix),
                    threads=args.threads, connections=args.connections, duration=2)
 
-        phase("healthz", "healthz", {})
-        phase("random", "eval_random", target.random_params(prefix))
-        phase("repeat", "eval_repeat", {"paths": paths})
-        phase("revalidate", "eval_304", {"paths": paths, "etags": etags})
+        # The throughput phases, interleaved: round k runs each of them once,
+        # so an eval phase and the /healthz it is compared with are at most
+        # 3 phases apart, not minutes (the machine's speed drifts).
+        for k in range(args.rounds):
+            note = f", round {k + 1}/{args.rounds}"
+            rounds.append({
+                "healthz": phase("healthz", "healthz", {}, note=note),
+                # random_params per run: every round's keys are new.
+                "random": phase("random", "eval_random", target.random_params(prefix),
+                                note=note),
+                "repeat": phase("repeat", "eval_repeat", {"paths": paths}, note=note),
+                "revalidate": phase("revalidate", "eval_304",
+                                    {"paths": paths, "etags": etags}, note=note),
+            })
 
-        # Paced at half the peak eval rate. Each connection waits `delay_ms`
-        # on average between an answer and its next request, so the rate is
-        # about connections * 1000 / (delay_ms + latency): a short calibration
-        # run measures it and scales the connections to hit the target.
-        rate = runs["random"]["rps"] / 2
+        def med(values):
+            return statistics.median(values)
+
+        def ratio(a: float, b: float) -> float:
+            return a / b if b else math.nan
+
+        def over_rounds(key: str) -> dict:
+            """One scenario over the rounds: its ratios to each round's own
+            /healthz (per round), the medians of its numbers, its max RSS."""
+            rs = [rd[key] for rd in rounds]
+            return {
+                "rounds": rs,
+                "rps_ratios": [ratio(rd[key]["rps"], rd["healthz"]["rps"]) for rd in rounds],
+                "cpu_ratios": [ratio(rd[key]["server_us"], rd["healthz"]["server_us"])
+                               for rd in rounds],
+                **{f: med([r[f] for r in rs])
+                   for f in ("rps", "server_us", "client_us", "p50_us", "p99_us")},
+                "rss_max_kib": max(r["rss_max_kib"] for r in rs),
+                "wrk": rs[0]["wrk"],
+                "connections": rs[0]["connections"],
+            }
+
+        agg = {key: over_rounds(key) for key in ("healthz", "random", "repeat", "revalidate")}
+
+        # Paced at half the peak eval rate (the median over the rounds). Each
+        # connection waits `delay_ms` on average between an answer and its
+        # next request, so the rate is about connections * 1000 / (delay_ms +
+        # latency): a short calibration run measures it and scales the
+        # connections to hit the target.
+        rate = agg["random"]["rps"] / 2
         delay_ms = args.pace_delay_ms
         connections = max(args.threads, round(rate * delay_ms / 1000))
         log(f"calibrating the paced phase for {rate:,.0f} requests/s")
@@ -523,9 +575,9 @@ def main() -> None:
                            threads=args.threads, connections=connections, duration=2)
         paced_connections = max(args.threads,
                                 min(4000, round(connections * rate / probe["rps"])))
-        phase("paced", "eval_random",
-              target.random_params(prefix, delay_ms=delay_ms),
-              connections=paced_connections)
+        runs["paced"] = phase("paced", "eval_random",
+                              target.random_params(prefix, delay_ms=delay_ms),
+                              connections=paced_connections)
         hwm = rss_kib(server.pid)
         stop_server(server)
         server = None
@@ -551,69 +603,115 @@ def main() -> None:
         demo_visible = len(json.loads(body)["flags"])
         log(f"demo environment: {demo_visible} client-visible flags per answer, "
             f"{len(body)} bytes")
-        phase("demo", "eval_random", demo.random_params(demo_prefix),
-              on=demo)
-        phase("demo paced", "eval_random",
-              demo.random_params(demo_prefix, delay_ms=delay_ms),
-              on=demo, connections=paced_connections)
+        runs["demo"] = phase("demo", "eval_random", demo.random_params(demo_prefix),
+                             on=demo)
+        runs["demo paced"] = phase("demo paced", "eval_random",
+                                   demo.random_params(demo_prefix, delay_ms=delay_ms),
+                                   on=demo, connections=paced_connections)
         demo_hwm = rss_kib(server.pid)
         stop_server(server)
         server = None
 
         # The tables.
-        base_r = runs["healthz"]
+        n_rounds = len(rounds)
+        base_a = agg["healthz"]
         rows = [
             ("GET /healthz (baseline)", "healthz", "/healthz", "200"),
             ("GET /v1/eval, new context every request", "random", eval_route, "200"),
             (f"GET /v1/eval, {args.repeat} repeating contexts", "repeat", eval_route, "200"),
             ("GET /v1/eval + If-None-Match (revalidation)", "revalidate", eval_route, "304"),
-            (f"GET /v1/eval, new contexts, paced at "
-             f"{runs['paced']['rps'] / runs['random']['rps']:.0%} of its peak",
-             "paced", eval_route, "200"),
         ]
         demo_rows = [
             ("GET /v1/eval, new context every request", "demo", eval_route, "200"),
             ("GET /v1/eval, new contexts, paced", "demo paced", eval_route, "200"),
         ]
         wrong = []
+
+        def ratio_cell(values: list[float]) -> str:
+            """The median of the per-round ratios and their range."""
+            if n_rounds == 1:
+                return f"{values[0]:.2f}"
+            return f"**{med(values):.2f}** ({min(values):.2f}–{max(values):.2f})"
+
+        def answers_cell(rs: list[dict], route: str, expected: str, label: str) -> str:
+            """check_answers for every round's run: one text if all agree."""
+            texts = []
+            for k, r in enumerate(rs):
+                text, ok = check_answers(r, route, expected)
+                texts.append(text)
+                if not ok:
+                    wrong.append(label if len(rs) == 1 else f"{label} (round {k + 1})")
+            if len(set(texts)) == 1:
+                return texts[0] + (f" (each of {len(rs)} rounds)" if len(rs) > 1 else "")
+            return "; ".join(f"round {k + 1}: {t}" for k, t in enumerate(texts))
+
         print()
         print(f"flagbelt load test: {visible}-flag client view, {os.cpu_count()} CPUs shared "
-              f"by wrk and the server, wrk {base_r['wrk']} per phase "
-              f"(paced: {runs['paced']['wrk']}, 0-{2 * delay_ms} ms between requests per "
-              "connection), all on 127.0.0.1. CPU µs/req: process CPU time (user + "
-              "system) during the phase over wrk's completed requests.")
+              f"by wrk and the server, all on 127.0.0.1. Throughput phases: wrk "
+              f"{base_a['wrk']} each, {n_rounds} interleaved round"
+              f"{'s' if n_rounds != 1 else ''} of healthz, random, repeat, revalidate; "
+              "a ratio is taken to the /healthz of the same round, and the table gives "
+              "the **median of the per-round ratios** (min–max over the rounds in "
+              "parentheses); requests/s, CPU µs/req, p50 and p99 are medians over the "
+              f"rounds. Paced: one run after the rounds, wrk {runs['paced']['wrk']}, "
+              f"0-{2 * delay_ms} ms between requests per connection. CPU µs/req: process "
+              "CPU time (user + system) during the phase over wrk's completed requests.")
         print()
         print("| route | requests/s | ratio to /healthz | server CPU µs/req | ratio to /healthz "
               "| client CPU µs/req | p50 | p99 | answers |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for label, key, route, expected in rows:
-            r = runs[key]
-            answers, ok = check_answers(r, route, expected)
-            if not ok:
-                wrong.append(label)
-            print(f"| {label} | {r['rps']:,.0f} | {r['rps'] / base_r['rps']:.2f} | "
-                  f"{r['server_us']:.1f} | {r['server_us'] / base_r['server_us']:.2f} | "
-                  f"{r['client_us']:.1f} | {fmt_ms(r['p50_us'])} | {fmt_ms(r['p99_us'])} | "
-                  f"{answers} |")
+            a = agg[key]
+            answers = answers_cell(a["rounds"], route, expected, label)
+            rps_cell = "1.00" if key == "healthz" else ratio_cell(a["rps_ratios"])
+            cpu_cell = "1.00" if key == "healthz" else ratio_cell(a["cpu_ratios"])
+            print(f"| {label} | {a['rps']:,.0f} | {rps_cell} | {a['server_us']:.1f} | "
+                  f"{cpu_cell} | {a['client_us']:.1f} | {fmt_ms(a['p50_us'])} | "
+                  f"{fmt_ms(a['p99_us'])} | {answers} |")
+        r = runs["paced"]
+        label = (f"GET /v1/eval, new contexts, paced at {r['rps'] / agg['random']['rps']:.0%} "
+                 "of its peak (one run¹)")
+        answers = answers_cell([r], eval_route, "200", label)
+        print(f"| {label} | {r['rps']:,.0f} | {ratio(r['rps'], base_a['rps']):.2f} | "
+              f"{r['server_us']:.1f} | {ratio(r['server_us'], base_a['server_us']):.2f} | "
+              f"{r['client_us']:.1f} | {fmt_ms(r['p50_us'])} | {fmt_ms(r['p99_us'])} | "
+              f"{answers} |")
         print()
-        peak = max(runs[k]["rss_max_kib"] for _, k, _, _ in rows)
+        print("¹ Its ratios are to the median /healthz of the rounds, measured up to a "
+              "minute earlier: they carry the machine's drift (±15 %) that the "
+              "same-round ratios above do not.")
+        print()
+        print(f"Per-round ratios to the same round's /healthz (rounds 1..{n_rounds}):")
+        print()
+        for key in ("random", "repeat", "revalidate"):
+            a = agg[key]
+            print(f"- {key}: requests/s " + " ".join(f"{x:.2f}" for x in a["rps_ratios"])
+                  + "; server CPU " + " ".join(f"{x:.2f}" for x in a["cpu_ratios"]))
+        print("- healthz itself (absolute): requests/s "
+              + " ".join(f"{r['rps']:,.0f}" for r in base_a["rounds"])
+              + "; server CPU µs/req "
+              + " ".join(f"{r['server_us']:.1f}" for r in base_a["rounds"]))
+        print("- other processes' CPU (max over the round's phases; a round well above 0 % "
+              "was disturbed): " + " ".join(f"{max(r['other_cpu'] for r in rd.values()):.0%}"
+                                            for rd in rounds))
+        print()
+        scenarios = [(k, agg[k]) for _, k, _, _ in rows] + [("paced", runs["paced"])]
+        peak = max(a["rss_max_kib"] for _, a in scenarios)
         print(f"Server RSS: {idle.get('VmRSS', 0) / 1024:.1f} MiB idle after preload; "
               f"{peak / 1024:.1f} MiB max sampled under load; "
               f"{hwm.get('VmHWM', 0) / 1024:.1f} MiB high-water mark (VmHWM).")
-        print("Per phase (max VmRSS): " + ", ".join(
-            f"{k} {runs[k]['rss_max_kib'] / 1024:.1f} MiB" for _, k, _, _ in rows))
+        print("Per phase (max VmRSS, over all rounds): " + ", ".join(
+            f"{k} {a['rss_max_kib'] / 1024:.1f} MiB" for k, a in scenarios))
         print()
         print(f"Demo environment (`flagbelt demo`, {demo_visible}-flag client view), "
-              "new-context load:")
+              "new-context load (one run each):")
         print()
         print("| route | connections | requests/s | server CPU µs/req | client CPU µs/req "
               "| p50 | p99 | max VmRSS | answers |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for label, key, route, expected in demo_rows:
             r = runs[key]
-            answers, ok = check_answers(r, route, expected)
-            if not ok:
-                wrong.append(f"demo: {label}")
+            answers = answers_cell([r], route, expected, f"demo: {label}")
             print(f"| {label} | {r['connections']} | {r['rps']:,.0f} | {r['server_us']:.1f} | "
                   f"{r['client_us']:.1f} | {fmt_ms(r['p50_us'])} | {fmt_ms(r['p99_us'])} | "
                   f"{r['rss_max_kib'] / 1024:.1f} MiB | {answers} |")
@@ -626,7 +724,10 @@ def main() -> None:
               f"(target ≤ 40 MiB: {'met' if demo_hwm.get('VmHWM', 0) <= 40 * 1024 else 'NOT met'}).")
         print()
         print("CPU used by other processes during each phase (noise; share of all "
-              "CPUs): " + ", ".join(f"{k} {r['other_cpu']:.0%}" for k, r in runs.items())
+              "CPUs; per round for the rounds): "
+              + ", ".join(f"{k} " + "/".join(f"{r['other_cpu']:.0%}" for r in agg[k]["rounds"])
+                          for _, k, _, _ in rows)
+              + ", " + ", ".join(f"{k} {r['other_cpu']:.0%}" for k, r in runs.items())
               + ".")
         if wrong:
             raise SystemExit(f"unexpected answers in: {wrong} (see the answers column)")
