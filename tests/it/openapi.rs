@@ -40,7 +40,8 @@ const DOC: &str = include_str!("../../openapi/flagbelt.json");
 const ENV: &str = "docs";
 const ADMIN: &str = "openapi-admin-token";
 
-fn doc() -> Value {
+/// The OpenAPI document.
+pub(crate) fn doc() -> Value {
     serde_json::from_str(DOC).expect("openapi/flagbelt.json is JSON")
 }
 
@@ -283,7 +284,8 @@ fn validate(doc: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<S
     }
 }
 
-fn assert_valid(doc: &Value, schema: &Value, v: &Value, what: &str) {
+/// Asserts that `v` matches `schema` of `doc` (also used by the peers tests).
+pub(crate) fn assert_valid(doc: &Value, schema: &Value, v: &Value, what: &str) {
     let mut errors = Vec::new();
     validate(doc, schema, v, "$", &mut errors);
     assert!(

@@ -192,89 +192,12 @@ async fn reload(node: &Node, token: &str, query: &str, headers: &[(&str, &str)])
 }
 
 // ---------------------------------------------------------------------------
-// The reload answer against openapi/flagbelt.json (the subset of JSON Schema
-// tests/it/openapi.rs checks; any other keyword fails here too).
+// The reload answer against openapi/flagbelt.json, with the checker of
+// tests/it/openapi.rs.
 
 fn assert_documented(v: &Value) {
-    let doc: Value = serde_json::from_str(include_str!("../../openapi/flagbelt.json"))
-        .expect("openapi/flagbelt.json is JSON");
     let schema = json!({"$ref": "#/components/schemas/AdminReload"});
-    let mut errors = Vec::new();
-    validate(&doc, &schema, v, "$", &mut errors);
-    assert!(errors.is_empty(), "not as documented: {errors:?}\n{v}");
-}
-
-fn validate(doc: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
-    let mut schema = schema;
-    while let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-        schema = doc
-            .pointer(r.trim_start_matches('#'))
-            .expect("dangling $ref");
-    }
-    let s = schema.as_object().expect("schema object");
-    for (kw, arg) in s {
-        let ok = match kw.as_str() {
-            "type" => {
-                let types: Vec<&str> = match arg {
-                    Value::String(t) => vec![t],
-                    other => other
-                        .as_array()
-                        .expect("`type` is a string or an array")
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect(),
-                };
-                types.iter().any(|t| match *t {
-                    "object" => v.is_object(),
-                    "array" => v.is_array(),
-                    "string" => v.is_string(),
-                    "boolean" => v.is_boolean(),
-                    "null" => v.is_null(),
-                    "integer" => v.is_u64() || v.is_i64(),
-                    "number" => v.is_number(),
-                    other => panic!("type {other}"),
-                })
-            }
-            "const" => v == arg,
-            "enum" => arg.as_array().expect("`enum` is an array").contains(v),
-            "minimum" => v
-                .as_f64()
-                .is_none_or(|n| n >= arg.as_f64().expect("`minimum` is a number")),
-            "required" => arg
-                .as_array()
-                .expect("`required` is an array")
-                .iter()
-                .all(|n| {
-                    v.as_object().is_none_or(|o| {
-                        o.contains_key(n.as_str().expect("required names are strings"))
-                    })
-                }),
-            "properties" | "additionalProperties" | "items" | "description" => true,
-            other => panic!("schema keyword {other:?} at {at} is not checked here"),
-        };
-        if !ok {
-            errors.push(format!("{at}: {kw} {arg} fails for {v}"));
-        }
-    }
-    if let Some(o) = v.as_object() {
-        for (name, member) in o {
-            let here = format!("{at}.{name}");
-            match (
-                s.get("properties").and_then(|p| p.get(name)),
-                s.get("additionalProperties"),
-            ) {
-                (Some(sub), _) => validate(doc, sub, member, &here, errors),
-                (None, Some(Value::Bool(false))) => errors.push(format!("{here}: undocumented")),
-                (None, Some(Value::Bool(true)) | None) => {}
-                (None, Some(sub)) => validate(doc, sub, member, &here, errors),
-            }
-        }
-    }
-    if let (Some(items), Some(a)) = (s.get("items"), v.as_array()) {
-        for (i, item) in a.iter().enumerate() {
-            validate(doc, items, item, &format!("{at}[{i}]"), errors);
-        }
-    }
+    crate::openapi::assert_valid(&crate::openapi::doc(), &schema, v, "POST /admin/v1/reload");
 }
 
 // ---------------------------------------------------------------------------
