@@ -212,6 +212,16 @@ pub enum ErrorKind {
     /// A cycle of segments.
     #[error("segment cycle: {0}")]
     SegmentCycle(String),
+    /// Deciding one flag would test too many conditions: prerequisites and
+    /// segments are evaluated again on every path that reaches them, so
+    /// shared ones in layers multiply.
+    #[error(
+        "deciding this flag tests up to {visits} conditions through its prerequisites and segments (limit {MAX_FLAG_COST}); shared prerequisites or segments in layers are evaluated once per path: flatten them"
+    )]
+    TooCostly {
+        /// Conditions tested in the worst case (saturating).
+        visits: u64,
+    },
     /// Rollout weights that are out of range.
     #[error("bad weights: {0}")]
     BadWeights(String),
@@ -345,6 +355,7 @@ pub fn compile(rs: &proto::Ruleset) -> Result<model::Ruleset, CompileError> {
         )?);
     }
     check_prerequisite_cycles(&flags)?;
+    check_evaluation_cost(&flags, &segments)?;
 
     let client_flags = flags
         .iter()
@@ -1028,6 +1039,124 @@ fn rollout(
     })
 }
 
+/// Most conditions one flag's decision may test in the worst case, counting a
+/// prerequisite or segment again on every path that reaches it (evaluation
+/// does not memoise). Far above real rulesets (a flag of 2,000 rules of 5
+/// conditions is 10,000), far below a layered "diamond" of prerequisites or
+/// segments that would take seconds per request (2^30 paths).
+pub const MAX_FLAG_COST: u64 = 100_000;
+
+/// Rejects a ruleset in which deciding some flag tests more than
+/// [`MAX_FLAG_COST`] conditions. Runs after the cycle checks (the graphs are
+/// acyclic). Cost of a segment: its conditions, a segment condition counting
+/// as that segment's cost (+1); of a flag: 1, its rules' conditions the same
+/// way, plus each prerequisite's cost.
+fn check_evaluation_cost(
+    flags: &[model::Flag],
+    segments: &[model::Segment],
+) -> Result<(), CompileError> {
+    fn conditions_cost(conditions: &[Condition], segment_cost: &[u64]) -> u64 {
+        conditions.iter().fold(0u64, |sum, c| {
+            let one = match c {
+                Condition::Segment { segment, .. } => segment_cost
+                    .get(*segment)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_add(1),
+                Condition::Attr(_) => 1,
+            };
+            sum.saturating_add(one)
+        })
+    }
+    let segment_edges: Vec<Vec<usize>> = segments
+        .iter()
+        .map(|s| {
+            let mut out = Vec::new();
+            for rule in &s.rules {
+                segment_refs(rule, &mut out);
+            }
+            out
+        })
+        .collect();
+    // A segment's own cost counts its attribute tests; its segment
+    // conditions are the edges (their cost is added by `dag_costs`).
+    let segment_own: Vec<u64> = segments
+        .iter()
+        .map(|s| s.rules.iter().map(|r| r.len() as u64).sum())
+        .collect();
+    let segment_cost = dag_costs(&segment_edges, &segment_own);
+    let flag_edges: Vec<Vec<usize>> = flags
+        .iter()
+        .map(|f| f.prerequisites.iter().map(|p| p.flag).collect())
+        .collect();
+    let flag_own: Vec<u64> = flags
+        .iter()
+        .map(|f| {
+            f.rules.iter().fold(1u64, |sum, r| {
+                sum.saturating_add(conditions_cost(&r.conditions, &segment_cost))
+            })
+        })
+        .collect();
+    let flag_cost = dag_costs(&flag_edges, &flag_own);
+    match flags
+        .iter()
+        .zip(&flag_cost)
+        .find(|(_, cost)| **cost > MAX_FLAG_COST)
+    {
+        None => Ok(()),
+        Some((flag, &visits)) => Err(CompileError::new(
+            Place::flag(&flag.key),
+            ErrorKind::TooCostly { visits },
+        )),
+    }
+}
+
+/// For an acyclic graph: `cost[n] = own[n] + sum of cost[s]` over the edges
+/// `n -> s` (one term per edge, so a node reached twice counts twice),
+/// saturating. Iterative post-order, so a long chain cannot overflow the
+/// stack.
+fn dag_costs(edges: &[Vec<usize>], own: &[u64]) -> Vec<u64> {
+    let mut cost: Vec<Option<u64>> = vec![None; edges.len()];
+    // A node is expanded once; meeting it unfinished again would mean a
+    // cycle (rejected before this runs), and then its pending edges count 0
+    // rather than loop.
+    let mut expanded = vec![false; edges.len()];
+    for start in 0..edges.len() {
+        if cost.get(start).copied().flatten().is_some() {
+            continue;
+        }
+        let mut stack = vec![start];
+        while let Some(&node) = stack.last() {
+            let succ = edges.get(node).map(Vec::as_slice).unwrap_or_default();
+            let first = expanded.get(node).is_some_and(|e| !e);
+            let pending = succ
+                .iter()
+                .any(|&s| cost.get(s).copied().flatten().is_none());
+            if !pending || !first {
+                let total = succ
+                    .iter()
+                    .fold(own.get(node).copied().unwrap_or(0), |t, &s| {
+                        t.saturating_add(cost.get(s).copied().flatten().unwrap_or(0))
+                    });
+                if let Some(c) = cost.get_mut(node) {
+                    *c = Some(total);
+                }
+                stack.pop();
+            } else {
+                if let Some(e) = expanded.get_mut(node) {
+                    *e = true;
+                }
+                stack.extend(
+                    succ.iter()
+                        .copied()
+                        .filter(|&s| cost.get(s).copied().flatten().is_none()),
+                );
+            }
+        }
+    }
+    cost.into_iter().map(Option::unwrap_or_default).collect()
+}
+
 /// Depth-first search for a cycle in a graph given as adjacency lists; returns
 /// the nodes of the first cycle found, closed (`a b a`).
 fn find_cycle(edges: &[Vec<usize>]) -> Option<Vec<usize>> {
@@ -1299,6 +1428,80 @@ mod tests {
             *err(&rs).kind,
             ErrorKind::SegmentCycle("x -> y -> x".into())
         );
+    }
+
+    #[test]
+    fn costs_count_every_path_through_a_dag() {
+        // a -> b, a -> c, b -> d, c -> d: d is reached twice.
+        let edges = vec![vec![1, 2], vec![3], vec![3], vec![]];
+        assert_eq!(dag_costs(&edges, &[1, 1, 1, 5]), vec![13, 6, 6, 5]);
+        // A chain longer than any stack would take recursively.
+        let n = 200_000;
+        let chain: Vec<Vec<usize>> = (0..n)
+            .map(|i| if i + 1 < n { vec![i + 1] } else { vec![] })
+            .collect();
+        let costs = dag_costs(&chain, &vec![1; n]);
+        assert_eq!(costs[0], n as u64);
+        // A cycle (never passed in) still ends.
+        assert_eq!(dag_costs(&[vec![1], vec![0]], &[1, 1]).len(), 2);
+    }
+
+    #[test]
+    fn layered_shared_prerequisites_or_segments_are_rejected() {
+        // 20 layers of two flags, each requiring both flags of the next layer:
+        // deciding the top tests 2^20 paths.
+        let layers = 20;
+        let name = |layer: usize, k: usize| format!("l{layer}-{k}");
+        let mut flags = Vec::new();
+        for layer in 0..layers {
+            for k in 0..2 {
+                let mut f = bool_flag(&name(layer, k));
+                if layer + 1 < layers {
+                    for next in 0..2 {
+                        f.prerequisites.push(proto::Prerequisite {
+                            flag: name(layer + 1, next),
+                            variant: "on".into(),
+                        });
+                    }
+                }
+                flags.push(f);
+            }
+        }
+        let e = err(&ruleset(flags));
+        assert!(matches!(*e.kind, ErrorKind::TooCostly { visits } if visits > MAX_FLAG_COST));
+        assert!(e.to_string().starts_with("flag `l0-0`"), "{e}");
+        assert!(e.to_string().contains("flatten them"), "{e}");
+
+        // The same with segments, under one flag.
+        let mut rs = with_rule(seg("s0"));
+        for layer in 0..layers {
+            let conditions = if layer + 1 < layers {
+                vec![
+                    seg(&format!("s{}", layer + 1)),
+                    seg(&format!("s{}", layer + 1)),
+                ]
+            } else {
+                vec![attr("a", Operator::Exists, vec![])]
+            };
+            rs.segments.push(proto::Segment {
+                name: format!("s{layer}"),
+                rules: vec![proto::Conjunction { conditions }],
+            });
+        }
+        let e = err(&rs);
+        assert!(matches!(*e.kind, ErrorKind::TooCostly { .. }), "{e}");
+
+        // Wide sharing without layers is fine: 500 flags requiring one base.
+        let mut flags = vec![bool_flag("base")];
+        for i in 0..500 {
+            let mut f = bool_flag(&format!("f{i}"));
+            f.prerequisites.push(proto::Prerequisite {
+                flag: "base".into(),
+                variant: "on".into(),
+            });
+            flags.push(f);
+        }
+        compile(&ruleset(flags)).expect("flat sharing compiles");
     }
 
     #[test]
