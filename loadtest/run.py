@@ -4,21 +4,23 @@
 Started by `loadtest/run` (which installs wrk and builds the release binary).
 Generates a 50-flag environment whose flags are all client-visible (the
 ruleset of benches/common/mod.rs `ruleset_yaml(env, version, 50)`, plus a
-public key), compiles it with `flagbelt compile` into a temporary folder,
-serves it with `flagbelt serve --source file://... --preload load`, and runs
-bounded wrk phases:
+public key and a server key), compiles it with `flagbelt compile` into a
+temporary folder, serves it with `flagbelt serve --source file://...
+--preload load`, and runs bounded wrk phases:
 
   1. GET /healthz                                   the baseline
   2. GET /v1/eval, a new context on every request   no two answers alike
   3. GET /v1/eval, a small set of repeating contexts
   4. GET /v1/eval with If-None-Match                every answer a 304
-  5. GET /v1/eval, new contexts, paced at about half of (2)'s throughput: p99
+  5. POST /ofrep/v1/evaluate/flags (OFREP bulk, server key: every flag), a
+     new context on every request                   what server SDKs send
+  6. GET /v1/eval, new contexts, paced at about half of (2)'s throughput: p99
      latency below saturation
 
-(1)-(4) run interleaved in --rounds rounds (1, 2, 3, 4, 1, 2, 3, 4, ...): the
+(1)-(5) run interleaved in --rounds rounds (1, 2, 3, 4, 5, 1, 2, ...): the
 machine's speed drifts by +-15 % over minutes, so each eval phase is compared
 with the /healthz of its own round, and the table reports the median of those
-same-round ratios (with their range). (5) runs once, after the rounds.
+same-round ratios (with their range). (6) runs once, after the rounds.
 
 Then it stops that server, starts `flagbelt demo` (the bundled demo
 environment) and runs new-context GET /v1/eval load against it twice, with
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import json
 import math
 import os
@@ -162,6 +165,89 @@ def write_pool(path: str, prefix: str) -> None:
             head = context_head(j).encode()
             assert len(head) % 3 == 0, head
             f.write(prefix + base64.urlsafe_b64encode(head).decode() + "\n")
+
+
+OFREP_PATH = "/ofrep/v1/evaluate/flags"
+
+
+def ofrep_body_head(j: int) -> str:
+    """The OFREP body of `context(j)` up to its unique part:
+    `{"context":{...,"targetingKey":"user-` (targetingKey moved last); a
+    request appends `<12 digits>"}}`."""
+    ctx = context(j)
+    del ctx["targetingKey"]
+    return '{"context":' + json.dumps(ctx, separators=(",", ":"))[:-1] + "," + KEY_LAST
+
+
+def write_ofrep_pool(path: str) -> None:
+    """One line per pool context: ofrep_body_head(j)."""
+    with open(path, "w") as f:
+        for j in range(POOL):
+            f.write(ofrep_body_head(j) + "\n")
+
+
+def check_ofrep_samples(stdout: str, host: str, key: str, seen: set[str]) -> list[bytes]:
+    """Decodes the whole requests ofrep_random.lua printed at init
+    (FLAGBELT_SAMPLE j base64url): each must be `POST /ofrep/v1/evaluate/flags`
+    with the server key, a Content-Length equal to its body's length and a
+    body `{"context": context(j)}` but for a targetingKey that is last, 12
+    digits and never seen before. Returns the raw requests."""
+    out = []
+    for j, seg in re.findall(r"^FLAGBELT_SAMPLE (\d+) (\S+)$", stdout, re.M):
+        raw = base64.urlsafe_b64decode(seg + "=" * (-len(seg) % 4))
+        head, sep, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(": ")
+            headers[name.lower()] = value
+        want_headers = {"host": host, "authorization": f"Bearer {key}",
+                        "content-type": "application/json", "content-length": str(len(body))}
+        if not sep or lines[0] != f"POST {OFREP_PATH} HTTP/1.1" or headers != want_headers:
+            raise SystemExit(f"sample request {raw!r}: unexpected request line or headers "
+                             f"(want {want_headers}, body of {len(body)} bytes)")
+        try:
+            top = json.loads(body)
+        except ValueError as e:
+            raise SystemExit(f"sample request {raw!r}: body is not JSON: {e}")
+        ctx = top.get("context") if isinstance(top, dict) else None
+        want = context(int(j))
+        key_ = ctx.get("targetingKey") if isinstance(ctx, dict) else None
+        if (list(top) != ["context"] or not isinstance(key_, str)
+                or list(ctx)[-1] != "targetingKey"
+                or not re.fullmatch(r"user-\d{12}", key_) or key_ in seen
+                or {**ctx, "targetingKey": None} != {**want, "targetingKey": None}):
+            raise SystemExit(f"sample request {raw!r}: unexpected body {top!r}")
+        seen.add(key_)
+        out.append(raw)
+    return out
+
+
+def ofrep_flags(status: int, body: bytes) -> int:
+    """The number of flags of an OFREP bulk answer; exits unless it is a 200
+    whose `flags` are all `{key, value, reason, variant}` without errors."""
+    try:
+        answer = json.loads(body) if status == 200 else None
+    except ValueError:
+        answer = None
+    flags = answer.get("flags") if isinstance(answer, dict) else None
+    if (not isinstance(flags, list) or not flags
+            or not all(isinstance(f, dict) and {"key", "value", "reason", "variant"} <= set(f)
+                       and "errorCode" not in f for f in flags)):
+        raise SystemExit(f"POST {OFREP_PATH} answered {status}, not the OFREP bulk shape: "
+                         f"{body[:300]!r}")
+    return len(flags)
+
+
+def send_raw(base: str, raw: bytes) -> tuple[int, bytes]:
+    """Sends one ready HTTP/1.1 request as is (the bytes wrk would send) and
+    reads the answer: (status, body)."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(raw)
+        res = http.client.HTTPResponse(sock)
+        res.begin()
+        return res.status, res.read()
 
 
 def check_samples(stdout: str, prefix: str, seen: set[str]) -> int:
@@ -327,6 +413,7 @@ class Target:
         self.base, self.pid, self.work, self.name = base, pid, work, name
         self.random_runs = 0  # new-context runs so far: each gets its own keys
         self.seen: set[str] = set()  # targetingKeys of the checked samples
+        self.ofrep_flags = 0  # flags in an OFREP bulk answer (set by main)
 
     def random_params(self, prefix: str, **extra) -> dict:
         """PARAMS of eval_random.lua for one wrk run: the pool (written once
@@ -340,6 +427,17 @@ class Target:
         self.random_runs += 1
         return {"prefix": prefix, "pool_file": pool, "key_base": self.random_runs * 10**10,
                 "thread_stride": 10**8, "samples": 4, **extra}
+
+    def ofrep_params(self, key: str) -> dict:
+        """PARAMS of ofrep_random.lua for one wrk run: its pool (written once)
+        and the next block of keys, from the same counter as random_params, so
+        POST and GET runs never share a key either."""
+        pool = os.path.join(self.work, f"pool-{self.name}-ofrep.txt")
+        if not os.path.exists(pool):
+            write_ofrep_pool(pool)
+        self.random_runs += 1
+        return {"path": OFREP_PATH, "key": key, "pool_file": pool,
+                "key_base": self.random_runs * 10**10, "thread_stride": 10**8, "samples": 4}
 
     def wrk(self, scenario: str, params: dict, *, threads: int, connections: int,
             duration: int) -> dict:
@@ -361,6 +459,19 @@ class Target:
             r["samples"] = check_samples(res.stdout, params["prefix"], self.seen)
             if r["samples"] < threads:
                 raise SystemExit(f"eval_random.lua printed {r['samples']} sample requests")
+        elif scenario == "ofrep_random":
+            host = self.base.removeprefix("http://")
+            raws = check_ofrep_samples(res.stdout, host, params["key"], self.seen)
+            if len(raws) < threads:
+                raise SystemExit(f"ofrep_random.lua printed {len(raws)} sample requests")
+            # The very bytes wrk sent for other keys, answered outside the
+            # phase (after its /metrics count): 200, OFREP shape, every flag.
+            for raw in raws:
+                n_flags = ofrep_flags(*send_raw(self.base, raw))
+                if n_flags != self.ofrep_flags:
+                    raise SystemExit(f"sample POST {OFREP_PATH} answered {n_flags} flags, "
+                                     f"not {self.ofrep_flags}")
+            r["samples"] = len(raws)
         r["answers"] = {k: after.get(k, 0) - before.get(k, 0)
                         for k in after if after.get(k, 0) != before.get(k, 0)}
         n = max(r["requests"], 1)
@@ -439,8 +550,8 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=4, help="seconds per phase (default 4)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds of the throughput phases (healthz, random, repeat, "
-                         "revalidate), each eval phase compared with its round's healthz "
-                         "(default 3)")
+                         "revalidate, ofrep), each eval phase compared with its round's "
+                         "healthz (default 3)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     ap.add_argument("--connections", type=int, default=32,
                     help="wrk connections of the throughput phases (default 32)")
@@ -452,8 +563,9 @@ def main() -> None:
                          "(default 20; fewer connections with a shorter pause)")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "flagbelt"))
     args = ap.parse_args()
-    if not 1 <= args.rounds <= 90:
-        ap.error("--rounds must be 1..90 (each round's new-context keys get their own block)")
+    if not 1 <= args.rounds <= 45:
+        ap.error("--rounds must be 1..45 (each round's two new-context runs get their own "
+                 "blocks of keys)")
     if args.duration < 1:
         ap.error("--duration must be at least 1 (seconds)")
     if shutil.which("wrk") is None:
@@ -462,12 +574,16 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="flagbelt-load-")
     server = None
     try:
-        # The environment: a public key and the 50-flag client view.
+        # The environment: a public key (the 50-flag client view) and a
+        # server key (every flag; all of them are client-visible anyway).
         out = run([args.binary, "keys", "new", "--env", ENV, "--id", "web", "--kind", "frontend"])
         token = re.search(r"^key: (\S+)$", out, re.M).group(1)
         stanza = re.search(r"^(- \{id: web.*\})", out, re.M).group(1)
+        out = run([args.binary, "keys", "new", "--env", ENV, "--id", "api", "--kind", "backend"])
+        server_key = re.search(r"^key: (fbs\.\S+)$", out, re.M).group(1)
+        server_stanza = re.search(r"^(- \{id: api.*\})", out, re.M).group(1)
         yaml = ruleset_yaml(ENV, 1, args.flags).replace(
-            "version: 1\n", f"version: 1\nkeys:\n  {stanza}\n", 1)
+            "version: 1\n", f"version: 1\nkeys:\n  {stanza}\n  {server_stanza}\n", 1)
         with open(os.path.join(work, "flags.yaml"), "w") as f:
             f.write(yaml)
         store = os.path.join(work, "store")
@@ -496,6 +612,23 @@ def main() -> None:
             raise SystemExit(f"cannot tell GET /v1/eval's route in /metrics: {eval_routes}")
         eval_route = eval_routes[0]
 
+        # POST /ofrep/v1/evaluate/flags with the server key: every flag.
+        status, body = send_raw(base, (
+            f"POST {OFREP_PATH} HTTP/1.1\r\nHost: {base.removeprefix('http://')}\r\n"
+            f"Authorization: Bearer {server_key}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(json.dumps({'context': context(1)}))}\r\n"
+            f"Connection: close\r\n\r\n{json.dumps({'context': context(1)})}").encode())
+        target.ofrep_flags = ofrep_flags(status, body)
+        if target.ofrep_flags != args.flags + 1:
+            raise SystemExit(f"POST {OFREP_PATH} with the server key answered "
+                             f"{target.ofrep_flags} flags, not all {args.flags + 1} "
+                             "(flag-0.. and base)")
+        log(f"POST {OFREP_PATH} (server key): {target.ofrep_flags} flags per answer, "
+            f"{len(body)} bytes")
+        ofrep_routes = {rt for rt, s in answered(base) if rt.startswith("/ofrep/")}
+        if ofrep_routes != {OFREP_PATH}:
+            raise SystemExit(f"cannot tell POST {OFREP_PATH}'s route in /metrics: {ofrep_routes}")
+
         # The repeating set: the ready paths of contexts 0..repeat-1 and the
         # validators they are answered with.
         paths, etags = [], []
@@ -518,13 +651,17 @@ def main() -> None:
                 f"{opts['duration']} s)")
             return on.wrk(scenario, params, **opts)
 
-        # Warm-up (discarded): first-touch allocations, relevant-attribute cache.
+        # Warm-up (discarded): first-touch allocations, relevant-attribute
+        # cache; then the OFREP route's own.
         target.wrk("eval_random", target.random_params(prefix),
                    threads=args.threads, connections=args.connections, duration=2)
+        target.wrk("ofrep_random", target.ofrep_params(server_key),
+                   threads=args.threads, connections=args.connections, duration=1)
 
         # The throughput phases, interleaved: round k runs each of them once,
         # so an eval phase and the /healthz it is compared with are at most
-        # 3 phases apart, not minutes (the machine's speed drifts).
+        # 4 phases apart, not minutes (the machine's speed drifts). The OFREP
+        # phase comes last, so the GET phases keep their places.
         for k in range(args.rounds):
             note = f", round {k + 1}/{args.rounds}"
             rounds.append({
@@ -535,6 +672,8 @@ def main() -> None:
                 "repeat": phase("repeat", "eval_repeat", {"paths": paths}, note=note),
                 "revalidate": phase("revalidate", "eval_304",
                                     {"paths": paths, "etags": etags}, note=note),
+                "ofrep": phase("ofrep", "ofrep_random", target.ofrep_params(server_key),
+                               note=note),
             })
 
         def med(values):
@@ -559,7 +698,8 @@ def main() -> None:
                 "connections": rs[0]["connections"],
             }
 
-        agg = {key: over_rounds(key) for key in ("healthz", "random", "repeat", "revalidate")}
+        agg = {key: over_rounds(key)
+               for key in ("healthz", "random", "repeat", "revalidate", "ofrep")}
 
         # Paced at half the peak eval rate (the median over the rounds). Each
         # connection waits `delay_ms` on average between an answer and its
@@ -620,6 +760,8 @@ def main() -> None:
             ("GET /v1/eval, new context every request", "random", eval_route, "200"),
             (f"GET /v1/eval, {args.repeat} repeating contexts", "repeat", eval_route, "200"),
             ("GET /v1/eval + If-None-Match (revalidation)", "revalidate", eval_route, "304"),
+            ("POST /ofrep/v1/evaluate/flags (server key), new context every request", "ofrep",
+             OFREP_PATH, "200"),
         ]
         demo_rows = [
             ("GET /v1/eval, new context every request", "demo", eval_route, "200"),
@@ -649,7 +791,8 @@ def main() -> None:
         print(f"flagbelt load test: {visible}-flag client view, {os.cpu_count()} CPUs shared "
               f"by wrk and the server, all on 127.0.0.1. Throughput phases: wrk "
               f"{base_a['wrk']} each, {n_rounds} interleaved round"
-              f"{'s' if n_rounds != 1 else ''} of healthz, random, repeat, revalidate; "
+              f"{'s' if n_rounds != 1 else ''} of healthz, random, repeat, revalidate, ofrep "
+              f"(server key: all {target.ofrep_flags} flags, the client view and `base`); "
               "a ratio is taken to the /healthz of the same round, and the table gives "
               "the **median of the per-round ratios** (min–max over the rounds in "
               "parentheses); requests/s, CPU µs/req, p50 and p99 are medians over the "
@@ -683,7 +826,7 @@ def main() -> None:
         print()
         print(f"Per-round ratios to the same round's /healthz (rounds 1..{n_rounds}):")
         print()
-        for key in ("random", "repeat", "revalidate"):
+        for key in ("random", "repeat", "revalidate", "ofrep"):
             a = agg[key]
             print(f"- {key}: requests/s " + " ".join(f"{x:.2f}" for x in a["rps_ratios"])
                   + "; server CPU " + " ".join(f"{x:.2f}" for x in a["cpu_ratios"]))
