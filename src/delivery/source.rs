@@ -190,7 +190,8 @@ impl Source {
     ///
     /// Credentials never go in the URL of a cloud scheme (they come from the
     /// environment), and the [`Source::label`] never shows a query string or
-    /// user information. Any unknown or repeated parameter, a missing bucket, a
+    /// user information (a cloud label adds the `account` and the endpoint's
+    /// host and port, which tell stores apart). Any unknown or repeated parameter, a missing bucket, a
     /// port on a bucket, or a missing folder is a [`SourceError::Config`] that names
     /// the URL (without credentials) and what is wrong.
     pub fn from_url(url: &str, opts: &SourceOptions) -> Result<Source, SourceError> {
@@ -600,7 +601,7 @@ fn cloud(scheme: &str, url: &Url, params: &Params, opts: &SourceOptions) -> Resu
         return Err("a bucket has no port: point endpoint= at the server instead".into());
     }
     let prefix = prefix_of(url)?;
-    let label = label_of(&format!("{scheme}://{bucket}"), &prefix);
+    let label = cloud_label(label_of(&format!("{scheme}://{bucket}"), &prefix), params);
     let allow_http = params.flag("allow_http")?;
     let anonymous = params.flag("anonymous")?.unwrap_or(false);
     let timeouts = [
@@ -775,6 +776,25 @@ fn prefix_of(url: &Url) -> Result<Path, String> {
     Path::from_url_path(url.path()).map_err(|e| format!("bad prefix: {e}"))
 }
 
+/// A cloud label names what tells two stores apart besides the bucket and
+/// prefix: the Azure `account` and the `endpoint`'s host and port (never its
+/// path, user information or the other parameters). Two sources differing
+/// only there are then two sources, in the duplicate check and in metrics.
+fn cloud_label(mut label: String, params: &Params) -> String {
+    if let Some(account) = params.get("account") {
+        label.push_str(&format!(" (account {account})"));
+    }
+    if let Some(endpoint) = params.get("endpoint").and_then(|e| Url::parse(e).ok())
+        && let Some(host) = endpoint.host_str()
+    {
+        match endpoint.port() {
+            Some(port) => label.push_str(&format!(" (endpoint {host}:{port})")),
+            None => label.push_str(&format!(" (endpoint {host})")),
+        }
+    }
+    label
+}
+
 fn label_of(base: &str, prefix: &Path) -> String {
     if prefix.as_ref().is_empty() {
         base.to_owned()
@@ -919,15 +939,15 @@ mod tests {
             label(
                 "s3://flags/team/prod/?endpoint=http://127.0.0.1:9000/&allow_http=true&region=eu-west-1&virtual_hosted=false&anonymous=true"
             ),
-            "s3://flags/team/prod"
+            "s3://flags/team/prod (endpoint 127.0.0.1:9000)"
         );
         assert_eq!(
             label("gs://flags/edge?endpoint=http://127.0.0.1:4443&allow_http=true&anonymous=true"),
-            "gs://flags/edge"
+            "gs://flags/edge (endpoint 127.0.0.1:4443)"
         );
         assert_eq!(
             label("az://flags/p?emulator=true&endpoint=http://127.0.0.1:10000"),
-            "az://flags/p"
+            "az://flags/p (endpoint 127.0.0.1:10000)"
         );
         assert_eq!(label("az://flags?emulator=true"), "az://flags");
         assert_eq!(
@@ -1038,6 +1058,25 @@ mod tests {
         ];
         let err = parse_sources(&urls, &opts()).unwrap_err();
         assert_eq!(err.to_string(), "invalid source s3://a/p: listed twice");
+        // One container name in two Azure accounts, one bucket name behind two
+        // endpoints: two stores, with two labels.
+        let urls = [
+            "az://flags/p?account=east".to_owned(),
+            "az://flags/p?account=west".to_owned(),
+            "s3://b?endpoint=https://minio-a.internal:9000".to_owned(),
+            "s3://b?endpoint=https://minio-b.internal".to_owned(),
+        ];
+        let sources = parse_sources(&urls, &opts()).unwrap();
+        let labels: Vec<&str> = sources.iter().map(Source::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "az://flags/p (account east)",
+                "az://flags/p (account west)",
+                "s3://b (endpoint minio-a.internal:9000)",
+                "s3://b (endpoint minio-b.internal)",
+            ]
+        );
     }
 
     #[tokio::test]
