@@ -39,11 +39,17 @@ const TMP_MAX_AGE: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct LastKnownGood {
     dir: PathBuf,
-    /// Serialises writers (held only inside the blocking task, never across an
-    /// await): two stores of one environment racing could otherwise leave a
-    /// manifest whose ruleset the other one pruned.
-    lock: Arc<Mutex<()>>,
+    /// Serialise the writers of one environment (held only inside the
+    /// blocking task, never across an await): two stores of one environment
+    /// racing could otherwise leave a manifest whose ruleset the other one
+    /// pruned. Striped by environment name, so saves of different
+    /// environments (a publish touching many at once) do not queue behind one
+    /// lock, each holding a blocking-pool thread while it waits.
+    locks: Arc<[Mutex<()>]>,
 }
+
+/// Lock stripes of [`LastKnownGood`].
+const LOCK_STRIPES: usize = 64;
 
 /// The cache folder cannot be opened as a source.
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +79,19 @@ impl LastKnownGood {
     pub fn new(dir: PathBuf) -> Self {
         Self {
             dir,
-            lock: Arc::new(Mutex::new(())),
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    /// The stripe that serialises `env`'s writers.
+    fn stripe(env: &str) -> usize {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::hash::DefaultHasher::new();
+        env.hash(&mut h);
+        // The remainder is below LOCK_STRIPES: the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
+        let stripe = (h.finish() % LOCK_STRIPES as u64) as usize;
+        stripe
     }
 
     /// The cache folder.
@@ -103,10 +120,13 @@ impl LastKnownGood {
             ruleset: snap.ruleset_bytes.clone(),
             manifest: snap.manifest_bytes.clone(),
         };
-        let lock = Arc::clone(&self.lock);
+        let locks = Arc::clone(&self.locks);
+        let stripe = Self::stripe(&job.env);
         tokio::task::spawn_blocking(move || {
             // The guarded data is `()`: a panicking holder cannot corrupt it.
-            let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            let _guard = locks
+                .get(stripe)
+                .map(|l| l.lock().unwrap_or_else(PoisonError::into_inner));
             job.run()
         })
         .await
@@ -260,6 +280,47 @@ fn sync_dir(_dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn snapshot(env: &str) -> Snapshot {
+        let yaml = format!("environment: {env}\nversion: 1\nflags: {{}}\n");
+        let (_, ruleset) = crate::ruleset::authoring::compile_yaml(&yaml, 0).unwrap();
+        Snapshot {
+            environment: env.to_owned(),
+            version: 1,
+            sha256: [0; 32],
+            published_at_ms: 0,
+            ruleset,
+            ruleset_bytes: Bytes::from_static(b"ruleset"),
+            manifest_bytes: Bytes::from_static(b"manifest"),
+            origin: crate::delivery::Origin::Bootstrap,
+            fetched_at: std::time::SystemTime::now(),
+        }
+    }
+
+    // Holding the stripe across awaits is the point: it plays a writer of
+    // `alpha` that is still busy.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test]
+    async fn a_busy_environment_does_not_hold_up_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let lkg = LastKnownGood::new(dir.path().to_path_buf());
+        let busy = "alpha";
+        let other = (0..)
+            .map(|i| format!("env{i}"))
+            .find(|e| LastKnownGood::stripe(e) != LastKnownGood::stripe(busy))
+            .unwrap();
+        let guard = lkg.locks[LastKnownGood::stripe(busy)].lock().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), lkg.store(&snapshot(&other)))
+            .await
+            .expect("not queued behind another environment")
+            .unwrap();
+        assert!(dir.path().join(&other).join("manifest.pb").exists());
+        // The busy environment's own writer does wait.
+        let waiting =
+            tokio::time::timeout(Duration::from_millis(200), lkg.store(&snapshot(busy))).await;
+        assert!(waiting.is_err(), "a second writer of one environment waits");
+        drop(guard);
+    }
 
     #[test]
     fn write_atomic_replaces_and_leaves_no_temp_file() {
