@@ -605,11 +605,17 @@ impl RelevantAttrs {
 pub const ANSWER_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Accounted size of one cache entry beyond its body (key, `Bytes` header,
-/// moka's bookkeeping).
-const ENTRY_OVERHEAD: u64 = 160;
+/// moka's bookkeeping: measured at about 650 bytes per entry all told for
+/// 185-byte bodies).
+const ENTRY_OVERHEAD: u64 = 480;
 
-/// Slots of the admission filter (a power of two; 8 bytes each).
-const SEEN_SLOTS: usize = 1 << 15;
+/// Slots of each admission filter (8 bytes each): the budget / 128, a power
+/// of two between these bounds (8 MiB: 65,536 slots, 512 KiB). A tag must be
+/// asked for again before about `slots` other new tags overwrite its slot:
+/// with 65,536 slots and 500 new contexts a second, a tag survives 30 s (a
+/// CDN's revalidation interval) with probability e^(-500*30/65536) = 0.8.
+const MIN_SEEN_SLOTS: usize = 1 << 12;
+const MAX_SEEN_SLOTS: usize = 1 << 20;
 
 /// Server-side cache of evaluation answer bodies, keyed by their ETag's 128
 /// bits (environment, version and digest of the ruleset, key id, audience,
@@ -617,9 +623,10 @@ const SEEN_SLOTS: usize = 1 << 15;
 /// bounded by bytes.
 ///
 /// An answer is kept only the second time its tag is asked for, within the
-/// memory of a small admission filter (one tag per slot, overwritten by the
-/// next tag hashing there). A stream of never-repeating contexts (most
-/// browser traffic behind a CDN) then costs one atomic store per request
+/// memory of an admission filter (one tag per slot, overwritten by the next
+/// tag hashing there). A stream of never-repeating contexts (most browser
+/// traffic behind a CDN) then costs a lookup miss and an atomic store per
+/// request (two of each on `GET`, whose path is remembered the same way)
 /// instead of an insertion that would only push useful entries out, and a
 /// repeated context (a CDN's revalidations, backend SDKs polling for the
 /// same user) is answered from memory from its second request on. Concurrent
@@ -632,11 +639,30 @@ const SEEN_SLOTS: usize = 1 << 15;
 /// Version` misses are never cached) or anything but bodies.
 pub(crate) struct AnswerCache {
     cache: Option<moka::sync::Cache<u128, Bytes>>,
-    /// `GET /v1/eval` paths (key and context) and what they were answered
-    /// with; see [`UrlMemo`].
-    urls: Option<moka::sync::Cache<Box<str>, Arc<UrlMemo>>>,
-    url_hasher: std::hash::RandomState,
-    seen: Box<[std::sync::atomic::AtomicU64]>,
+    /// `GET /v1/eval` paths (key and context), by their SHA-256 ([`PathKey`]),
+    /// and what they were answered with; see [`UrlMemo`].
+    urls: Option<moka::sync::Cache<[u8; 32], Arc<UrlMemo>>>,
+    seen_tags: Box<[std::sync::atomic::AtomicU64]>,
+    seen_paths: Box<[std::sync::atomic::AtomicU64]>,
+}
+
+/// A `GET /v1/eval` request path as the path memo knows it: its SHA-256, so
+/// the memo keeps no key text and compares digests, never secrets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PathKey([u8; 32]);
+
+impl PathKey {
+    /// The key of `path` (the raw request path, key and context included).
+    pub(crate) fn of(path: &str) -> Self {
+        Self(Sha256::digest(path.as_bytes()).into())
+    }
+
+    /// Slot and check bits for the admission filter.
+    fn bits(&self) -> u128 {
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&self.0[..16]);
+        u128::from_be_bytes(first)
+    }
 }
 
 /// What one `GET /v1/eval/{key}/{context}` path was answered with: the
@@ -645,8 +671,10 @@ pub(crate) struct AnswerCache {
 /// gets the same tag (both are functions of the path and the snapshot), so a
 /// repeat of the path is answered (a 304, or the cached body) without
 /// decoding the context, checking the secret or fingerprinting again: the
-/// auth result is, in effect, cached per ruleset version. Paths are compared
-/// whole, never by hash, so no other key's path can match.
+/// auth result is, in effect, cached per ruleset version. Paths are known by
+/// their SHA-256 ([`PathKey`]): no other path, so no other key, can match, and
+/// no key text is kept. A revoked key stops working when the snapshot without
+/// it is loaded, as on the full path.
 #[derive(Debug)]
 pub(crate) struct UrlMemo {
     /// Compared by address with the current snapshot; weak, so a memo never
@@ -680,14 +708,45 @@ impl UrlMemo {
     }
 }
 
-/// Accounted size of one URL memo beyond its path and names.
-const URL_MEMO_OVERHEAD: u64 = 256;
+/// Accounted size of one path memo beyond its names (key, `Arc`, the tag's
+/// header value, moka's bookkeeping).
+const URL_MEMO_OVERHEAD: u64 = 600;
 
-/// The weight of a remembered path (moka hands the key as it is stored).
-#[allow(clippy::borrowed_box)]
-fn url_weight(path: &Box<str>, m: &Arc<UrlMemo>) -> u32 {
-    let n = path.len() + m.env.len() + m.key_id.len();
+/// The weight of a remembered path.
+fn url_weight(_: &[u8; 32], m: &Arc<UrlMemo>) -> u32 {
+    let n = m.env.len() + m.key_id.len();
     u32::try_from(n as u64 + URL_MEMO_OVERHEAD).unwrap_or(u32::MAX)
+}
+
+/// An admission filter of `slots` empty slots.
+fn filter(slots: usize) -> Box<[std::sync::atomic::AtomicU64]> {
+    (0..slots)
+        .map(|_| std::sync::atomic::AtomicU64::new(0))
+        .collect()
+}
+
+/// True when `id` was the last id seen in its slot of `seen`; else remembers
+/// it there.
+fn admit(seen: &[std::sync::atomic::AtomicU64], id: u128) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    if seen.is_empty() {
+        return false;
+    }
+    // Low bits pick the slot (the length is a power of two), high bits are
+    // the check (never 0, the empty slot). Truncation is the point.
+    #[allow(clippy::cast_possible_truncation)]
+    let slot = (id as usize) & (seen.len() - 1);
+    #[allow(clippy::cast_possible_truncation)]
+    let check = ((id >> 64) as u64) | 1;
+    let Some(cell) = seen.get(slot) else {
+        return false;
+    };
+    if cell.load(Relaxed) == check {
+        true
+    } else {
+        cell.store(check, Relaxed);
+        false
+    }
 }
 
 impl std::fmt::Debug for AnswerCache {
@@ -702,19 +761,20 @@ impl std::fmt::Debug for AnswerCache {
 const ANSWER_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl AnswerCache {
-    /// A cache of at most `max_bytes`; 0 turns caching off.
+    /// A cache of at most `max_bytes`, as accounted (bodies and memos with
+    /// their overheads): three quarters for bodies, a quarter for path memos
+    /// (about 3,000 paths of the default 8 MiB), plus the two admission
+    /// filters (2 x 512 KiB at 8 MiB). 0 turns caching off.
     pub(crate) fn new(max_bytes: u64) -> Self {
         let cache = (max_bytes > 0).then(|| {
             moka::sync::Cache::builder()
-                .max_capacity(max_bytes)
+                .max_capacity((max_bytes - max_bytes / 4).max(1))
                 .weigher(|_: &u128, body: &Bytes| {
                     u32::try_from(body.len() as u64 + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
                 })
                 .time_to_idle(ANSWER_IDLE)
                 .build()
         });
-        // Paths get a quarter of the budget besides the bodies' (a memo is a
-        // few hundred bytes; 2 MiB of the default 8 remember ~5,000 paths).
         let urls = (max_bytes > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity((max_bytes / 4).max(1))
@@ -722,14 +782,19 @@ impl AnswerCache {
                 .time_to_idle(ANSWER_IDLE)
                 .build()
         });
-        let slots = if cache.is_some() { SEEN_SLOTS } else { 0 };
+        let slots = if max_bytes == 0 {
+            0
+        } else {
+            usize::try_from(max_bytes / 128)
+                .unwrap_or(MAX_SEEN_SLOTS)
+                .clamp(MIN_SEEN_SLOTS, MAX_SEEN_SLOTS)
+                .next_power_of_two()
+        };
         Self {
             cache,
             urls,
-            url_hasher: std::hash::RandomState::new(),
-            seen: (0..slots)
-                .map(|_| std::sync::atomic::AtomicU64::new(0))
-                .collect(),
+            seen_tags: filter(slots),
+            seen_paths: filter(slots),
         }
     }
 
@@ -747,13 +812,15 @@ impl AnswerCache {
             metrics::counter!("flagbelt_answer_cache_total", "outcome" => "hit").increment(1);
             return Ok(body);
         }
-        if !self.admit(tag.id) {
+        if !admit(&self.seen_tags, tag.id) {
             metrics::counter!("flagbelt_answer_cache_total", "outcome" => "miss").increment(1);
             return compute();
         }
         metrics::counter!("flagbelt_answer_cache_total", "outcome" => "admitted").increment(1);
+        // Kept at its exact size: a body grown by doubling could hold twice
+        // what the weigher counts.
         cache
-            .try_get_with(tag.id, compute)
+            .try_get_with(tag.id, || compute().map(|b| Bytes::copy_from_slice(&b)))
             .map_err(|e| ApiError::internal("computing a cached answer", e.to_string()))
     }
 
@@ -766,26 +833,29 @@ impl AnswerCache {
         body
     }
 
-    /// What `path` (a `GET /v1/eval` request path) was last answered with.
-    pub(crate) fn recall(&self, path: &str) -> Option<Arc<UrlMemo>> {
-        self.urls.as_ref()?.get(path)
+    /// What the path keyed `path` was last answered with.
+    pub(crate) fn recall(&self, path: &PathKey) -> Option<Arc<UrlMemo>> {
+        self.urls.as_ref()?.get(&path.0)
     }
 
-    /// Remembers that `path` authenticated as `key_id` against `snapshot` and
-    /// was answered with `etag`: from the path's second answer on (the same
-    /// admission as bodies, so never-repeating paths cost one hash and one
-    /// atomic store each).
-    pub(crate) fn remember(&self, path: &str, snapshot: &Arc<Snapshot>, key_id: &str, etag: &ETag) {
+    /// Remembers that the path keyed `path` authenticated as `key_id` against
+    /// `snapshot` and was answered with `etag`: from the path's second answer
+    /// on (its own admission filter, like bodies').
+    pub(crate) fn remember(
+        &self,
+        path: &PathKey,
+        snapshot: &Arc<Snapshot>,
+        key_id: &str,
+        etag: &ETag,
+    ) {
         let Some(urls) = &self.urls else {
             return;
         };
-        let h = u128::from(std::hash::BuildHasher::hash_one(&self.url_hasher, path));
-        // Both halves of the id from the one 64-bit hash: slot and check.
-        if !self.admit(h | (h << 64)) {
+        if !admit(&self.seen_paths, path.bits()) {
             return;
         }
         urls.insert(
-            path.into(),
+            path.0,
             Arc::new(UrlMemo {
                 snapshot: Arc::downgrade(snapshot),
                 env: snapshot.environment.as_str().into(),
@@ -793,26 +863,6 @@ impl AnswerCache {
                 etag: etag.clone(),
             }),
         );
-    }
-
-    /// True when `id` was the last tag seen in its slot; else remembers it.
-    fn admit(&self, id: u128) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        // Low bits pick the slot, high bits are the check (never 0, the
-        // empty slot). Truncation to the slot mask is the point.
-        #[allow(clippy::cast_possible_truncation)]
-        let slot = (id as usize) & (SEEN_SLOTS - 1);
-        #[allow(clippy::cast_possible_truncation)]
-        let check = ((id >> 64) as u64) | 1;
-        let Some(cell) = self.seen.get(slot) else {
-            return false;
-        };
-        if cell.load(Relaxed) == check {
-            true
-        } else {
-            cell.store(check, Relaxed);
-            false
-        }
     }
 
     /// Entries and weighed bytes now held (after pending maintenance).
@@ -944,7 +994,7 @@ mod tests {
     fn paths_are_remembered_from_their_second_answer_with_their_snapshot() {
         let snap = snapshot();
         let cache = AnswerCache::new(1 << 20);
-        let path = "/v1/eval/fbp.prod.web.s3cr3t/eyJhIjoxfQ";
+        let path = &PathKey::of("/v1/eval/fbp.prod.web.s3cr3t/eyJhIjoxfQ");
         cache.remember(path, &snap, "web", &tagged(5));
         assert!(cache.recall(path).is_none(), "not on the first answer");
         cache.remember(path, &snap, "web", &tagged(5));
@@ -956,7 +1006,7 @@ mod tests {
         );
         assert!(
             cache
-                .recall("/v1/eval/fbp.prod.web.s3cr3u/eyJhIjoxfQ")
+                .recall(&PathKey::of("/v1/eval/fbp.prod.web.s3cr3u/eyJhIjoxfQ"))
                 .is_none()
         );
         // Another snapshot, even of the same version, is not the one.

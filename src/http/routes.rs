@@ -37,13 +37,13 @@ pub(crate) async fn eval_get(
     let Path((key, segment)) =
         path.map_err(|_| ApiError::BadRequest("malformed request path".to_owned()))?;
     let headers = req.headers();
-    let url = req.uri().path();
-    if let Some(res) = remembered(&st, url, headers).await {
+    let url = caching::PathKey::of(req.uri().path());
+    if let Some(res) = remembered(&st, &url, headers).await {
         return Ok(res);
     }
     let ctx = context_from_segment(&segment)?;
     let caller = authenticate(&st, &key, headers).await?;
-    answer(&st, &caller, headers, Need::Public, &ctx, Some(url)).await
+    answer(&st, &caller, headers, Need::Public, &ctx, Some(&url)).await
 }
 
 /// A repeat of a `GET /v1/eval` path answered earlier with the snapshot that
@@ -51,7 +51,11 @@ pub(crate) async fn eval_get(
 /// authentication and the same tag ([`caching::UrlMemo`]). Answered with a
 /// 304 when the tag matches `If-None-Match`, or with the cached body; `None`
 /// (the full path) otherwise, and always for read-your-writes requests.
-async fn remembered(st: &EvalState, url: &str, headers: &HeaderMap) -> Option<Response> {
+async fn remembered(
+    st: &EvalState,
+    url: &caching::PathKey,
+    headers: &HeaderMap,
+) -> Option<Response> {
     if headers.contains_key(caching::FLAGBELT_MIN_VERSION) {
         return None;
     }
@@ -97,15 +101,15 @@ pub(crate) async fn authenticate(
     auth::authenticate(&st.delivery, key, min, st.min_version_wait).await
 }
 
-/// The evaluation answer of both `/v1/eval` routes; `url` is the request
-/// path of a `GET`, remembered with the answer's tag.
+/// The evaluation answer of both `/v1/eval` routes; `url` is the key of a
+/// `GET`'s request path, remembered with the answer's tag.
 async fn answer(
     st: &EvalState,
     caller: &Caller,
     headers: &HeaderMap,
     need: Need,
     ctx: &Context,
-    url: Option<&str>,
+    url: Option<&caching::PathKey>,
 ) -> Result<Response, ApiError> {
     let snap = &caller.snapshot;
     if let Err(e) = caller.require(need) {

@@ -105,7 +105,12 @@ flags:
 
     /// Publishes `version` to every store.
     async fn publish(&self, version: u64) {
-        let (pb, _) = authoring::compile_yaml(&self.yaml(version), 0).expect("valid yaml");
+        self.publish_yaml(&self.yaml(version)).await;
+    }
+
+    /// Publishes `yaml` to every store.
+    async fn publish_yaml(&self, yaml: &str) {
+        let (pb, _) = authoring::compile_yaml(yaml, 0).expect("valid yaml");
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -1364,6 +1369,37 @@ async fn cached_answers_follow_audience_key_version_and_staleness() {
         eval_get(&rig.web).await.json()["flags"]["banner"]["reason"],
         "TARGETING_MATCH"
     );
+    // Revoking the key: the remembered path (and its tag) stop working as
+    // soon as the snapshot without the key is loaded.
+    let tag = eval_get(&rig.web).await.header(ETAG).to_owned();
+    for _ in 0..3 {
+        let res = send(
+            &app,
+            get(&eval_uri(&rig.web, &ctx))
+                .header(IF_NONE_MATCH, &tag)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::NOT_MODIFIED);
+    }
+    let revoked: String = rig
+        .yaml(3)
+        .lines()
+        .filter(|l| !l.contains("{id: web,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    rig.publish_yaml(&revoked).await;
+    delivery.refresh_all().await;
+    for inm in [None, Some(tag.as_str()), Some("*")] {
+        let mut req = get(&eval_uri(&rig.web, &ctx));
+        if let Some(v) = inm {
+            req = req.header(IF_NONE_MATCH, v);
+        }
+        send(&app, req.body(Body::empty()).unwrap())
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED);
+    }
 }
 
 #[tokio::test]
