@@ -14,7 +14,7 @@ fn main() -> std::process::ExitCode {
 /// Opts the process out of transparent huge pages. mimalloc commits its arenas
 /// eagerly, and where the kernel backs them with 2 MiB pages a half-used arena
 /// counts in full: the demo server's RSS was 23 MiB idle and 52 MiB with 600
-/// connections, and is 12 and 32 MiB without (loadtest/run measures it).
+/// connections, and is 16 and 37 MiB without (loadtest/run measures it).
 /// Failing (a kernel without the flag) changes nothing else, so it is ignored.
 fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]

@@ -11,7 +11,7 @@
 //! The answers are also checked against the `AdminReload` schema of
 //! `openapi/flagbelt.json`: `tests/it/openapi.rs` exercises the reload without
 //! peers only (its rig has none), so the `peers` member is checked here, with
-//! a copy of the small JSON Schema subset that test supports.
+//! that test's schema checker.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
