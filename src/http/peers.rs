@@ -49,6 +49,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most peer calls in flight at once.
 const CONCURRENCY: usize = 32;
+/// Most addresses called per fan-out (the first ones, in address order);
+/// the rest are reported as `skipped`. Bounds a fan-out to about
+/// `MAX_PEERS / CONCURRENCY * CALL_TIMEOUT` (24 s) whatever DNS returns.
+const MAX_PEERS: usize = 256;
 /// Largest peer answer read (a reload report lists the peer's environments).
 const MAX_ANSWER: usize = 1 << 20;
 /// The route called on every peer.
@@ -94,10 +98,13 @@ pub(super) enum FanOut {
         name: String,
         /// Distinct addresses the name resolved to.
         addresses: usize,
-        /// One per address.
+        /// One per address called.
         results: Vec<PeerResult>,
         /// Results that are errors.
         failed: usize,
+        /// Addresses beyond [`MAX_PEERS`], not called (absent when 0).
+        #[serde(skip_serializing_if = "is_zero")]
+        skipped: usize,
     },
     /// No peer was called: the name did not resolve (or no client could be
     /// built).
@@ -292,8 +299,10 @@ pub(super) async fn fan_out(name: &str, auth: &HeaderValue) -> FanOut {
             };
         }
     };
+    let addresses = addrs.len();
+    let skipped = addresses.saturating_sub(MAX_PEERS);
     // `buffered`, not `buffer_unordered`: results stay in address order.
-    let results: Vec<PeerResult> = futures::stream::iter(addrs)
+    let results: Vec<PeerResult> = futures::stream::iter(addrs.into_iter().take(MAX_PEERS))
         .map(|address| {
             let auth = &auth;
             async move {
@@ -323,17 +332,24 @@ pub(super) async fn fan_out(name: &str, auth: &HeaderValue) -> FanOut {
         .collect();
     tracing::info!(
         peers = name,
-        addresses = results.len(),
+        addresses,
+        skipped,
         failed = failed.len(),
         failed_addresses = ?failed,
         "reload fanned out to peers"
     );
     FanOut::Resolved {
         name: name.to_owned(),
-        addresses: results.len(),
+        addresses,
         failed: failed.len(),
         results,
+        skipped,
     }
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde hands fields by reference
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One forwarded reload; the number of environments the peer refreshed.
@@ -433,6 +449,7 @@ mod tests {
             addresses: 3,
             failed: 2,
             results: vec![ok, denied, refused],
+            skipped: 0,
         })
         .unwrap();
         assert_eq!(
@@ -443,6 +460,16 @@ mod tests {
                 {"address": "10.0.0.7:8081", "error": "connection refused"},
             ]})
         );
+        let capped = serde_json::to_value(FanOut::Resolved {
+            name: "peers:8081".to_owned(),
+            addresses: MAX_PEERS + 3,
+            failed: 0,
+            results: Vec::new(),
+            skipped: 3,
+        })
+        .unwrap();
+        assert_eq!(capped["skipped"], 3, "{capped}");
+        assert_eq!(capped["addresses"], MAX_PEERS + 3);
         let e = FanOutError::Resolve {
             name: "x.invalid:1".to_owned(),
             source: std::io::Error::other("no such host"),
