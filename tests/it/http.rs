@@ -19,18 +19,14 @@ use http::header::{
 };
 use http::{HeaderMap, Request, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use object_store::ObjectStore;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use flagbelt::delivery::environments::{Delivery, DeliveryOptions};
 use flagbelt::delivery::faults::{FaultyStore, Mode};
-use flagbelt::delivery::fetch::{FetchOptions, Fetcher};
-use flagbelt::delivery::source::Source;
 use flagbelt::eval::model::KeyKind;
 use flagbelt::http::{AdminToken, AppState, HttpConfig, admin_router, public_router, router};
-use flagbelt::ruleset::verify::TrustedKeys;
 use flagbelt::ruleset::{authoring, codec, keys};
 
 const ENV: &str = "prod";
@@ -122,34 +118,18 @@ flags:
     }
 
     fn delivery(&self) -> Arc<Delivery> {
-        let sources = self
+        let stores: Vec<(String, Arc<FaultyStore>)> = self
             .stores
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                let store: Arc<dyn ObjectStore> = Arc::clone(s) as Arc<dyn ObjectStore>;
-                Arc::new(Source::new(
-                    format!("mem://store{i}"),
-                    store,
-                    "",
-                    Duration::from_millis(300),
-                ))
-            })
+            .map(|(i, s)| (format!("mem://store{i}"), Arc::clone(s)))
             .collect();
-        let fetcher = Fetcher::new(
-            sources,
-            TrustedKeys::from_keys(vec![self.signer.verifying_key()]),
-            FetchOptions {
-                hedge_delay: Duration::from_millis(100),
-                manifest_wait: Duration::from_millis(400),
-            },
-        );
         let opts = DeliveryOptions {
             poll_interval: Duration::from_secs(3600),
             failure_ttl: Duration::from_millis(1),
             ..DeliveryOptions::default()
         };
-        Delivery::new(fetcher, None, None, opts)
+        crate::rig::memory_delivery(&stores, &self.signer, opts)
     }
 
     /// Every secret the rig knows (must never appear in a response).

@@ -22,18 +22,14 @@ use ed25519_dalek::SigningKey;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG};
 use http::{HeaderMap, Method, Request, StatusCode};
 use metrics_exporter_prometheus::PrometheusBuilder;
-use object_store::ObjectStore;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
-use flagbelt::delivery::environments::{Delivery, DeliveryOptions};
+use flagbelt::delivery::environments::DeliveryOptions;
 use flagbelt::delivery::faults::FaultyStore;
-use flagbelt::delivery::fetch::{FetchOptions, Fetcher};
-use flagbelt::delivery::source::Source;
 use flagbelt::eval::model::KeyKind;
 use flagbelt::http::{AdminToken, AppState, HttpConfig, ROUTES, router};
-use flagbelt::ruleset::verify::TrustedKeys;
 use flagbelt::ruleset::{authoring, codec, keys};
 
 const DOC: &str = include_str!("../../openapi/flagbelt.json");
@@ -94,24 +90,9 @@ flags:
         codec::stored_objects(&pb, 1_700_000_000_000, false, std::slice::from_ref(&signer));
     let store = Arc::new(FaultyStore::new());
     store.publish(ENV, &objects).await.expect("in-memory put");
-    let source = Arc::new(Source::new(
-        "mem://docs".to_owned(),
-        store as Arc<dyn ObjectStore>,
-        "",
-        Duration::from_millis(300),
-    ));
-    let fetcher = Fetcher::new(
-        vec![source],
-        TrustedKeys::from_keys(vec![signer.verifying_key()]),
-        FetchOptions {
-            hedge_delay: Duration::from_millis(100),
-            manifest_wait: Duration::from_millis(400),
-        },
-    );
-    let delivery = Delivery::new(
-        fetcher,
-        None,
-        None,
+    let delivery = crate::rig::memory_delivery(
+        &[("mem://docs".to_owned(), store)],
+        &signer,
         DeliveryOptions {
             poll_interval: Duration::from_secs(3600),
             ..DeliveryOptions::default()

@@ -20,17 +20,13 @@ use std::time::{Duration, Instant};
 use axum::extract::Request;
 use axum::middleware::Next;
 use ed25519_dalek::SigningKey;
-use object_store::ObjectStore;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use flagbelt::delivery::environments::{Delivery, DeliveryOptions};
 use flagbelt::delivery::faults::FaultyStore;
-use flagbelt::delivery::fetch::{FetchOptions, Fetcher};
-use flagbelt::delivery::source::Source;
 use flagbelt::http::{AdminToken, AppState, HttpConfig, router};
-use flagbelt::ruleset::verify::TrustedKeys;
 use flagbelt::ruleset::{authoring, codec, keys};
 
 const ENV: &str = "prod";
@@ -61,24 +57,9 @@ impl Node {
         let addr = listener.local_addr().expect("bound");
         let store = Arc::new(FaultyStore::new());
         let signer = keys::new_signing_key();
-        let source = Arc::new(Source::new(
-            format!("mem://{addr}"),
-            Arc::clone(&store) as Arc<dyn ObjectStore>,
-            "",
-            Duration::from_millis(300),
-        ));
-        let fetcher = Fetcher::new(
-            vec![source],
-            TrustedKeys::from_keys(vec![signer.verifying_key()]),
-            FetchOptions {
-                hedge_delay: Duration::from_millis(100),
-                manifest_wait: Duration::from_millis(400),
-            },
-        );
-        let delivery = Delivery::new(
-            fetcher,
-            None,
-            None,
+        let delivery = crate::rig::memory_delivery(
+            &[(format!("mem://{addr}"), Arc::clone(&store))],
+            &signer,
             DeliveryOptions {
                 poll_interval: Duration::from_secs(3600),
                 ..DeliveryOptions::default()
