@@ -1082,16 +1082,7 @@ fn check_evaluation_cost(
             sum.saturating_add(one)
         })
     }
-    let segment_edges: Vec<Vec<usize>> = segments
-        .iter()
-        .map(|s| {
-            let mut out = Vec::new();
-            for rule in &s.rules {
-                segment_refs(rule, &mut out);
-            }
-            out
-        })
-        .collect();
+    let segment_edges = segment_graph(segments);
     // A segment's own cost counts its attribute tests; its segment
     // conditions are the edges (their cost is added by `dag_costs`).
     let segment_own: Vec<u64> = segments
@@ -1099,10 +1090,7 @@ fn check_evaluation_cost(
         .map(|s| s.rules.iter().map(|r| r.len() as u64).sum())
         .collect();
     let segment_cost = dag_costs(&segment_edges, &segment_own);
-    let flag_edges: Vec<Vec<usize>> = flags
-        .iter()
-        .map(|f| f.prerequisites.iter().map(|p| p.flag).collect())
-        .collect();
+    let flag_edges = prerequisite_graph(flags);
     // A disabled flag serves `off` without looking at anything; as a
     // prerequisite it costs one step.
     let flag_own: Vec<u64> = flags
@@ -1252,8 +1240,9 @@ fn segment_refs(conditions: &[Condition], out: &mut Vec<usize>) {
     }
 }
 
-fn check_segment_cycles(segments: &[model::Segment]) -> Result<(), CompileError> {
-    let edges: Vec<Vec<usize>> = segments
+/// Segment `i` -> the segments its rules refer to (one edge per reference).
+fn segment_graph(segments: &[model::Segment]) -> Vec<Vec<usize>> {
+    segments
         .iter()
         .map(|s| {
             let mut out = Vec::new();
@@ -1262,7 +1251,19 @@ fn check_segment_cycles(segments: &[model::Segment]) -> Result<(), CompileError>
             }
             out
         })
-        .collect();
+        .collect()
+}
+
+/// Flag `i` -> its prerequisites (one edge per prerequisite).
+fn prerequisite_graph(flags: &[model::Flag]) -> Vec<Vec<usize>> {
+    flags
+        .iter()
+        .map(|f| f.prerequisites.iter().map(|p| p.flag).collect())
+        .collect()
+}
+
+fn check_segment_cycles(segments: &[model::Segment]) -> Result<(), CompileError> {
+    let edges = segment_graph(segments);
     match find_cycle(&edges) {
         None => Ok(()),
         Some(cycle) => {
@@ -1279,10 +1280,7 @@ fn check_segment_cycles(segments: &[model::Segment]) -> Result<(), CompileError>
 }
 
 fn check_prerequisite_cycles(flags: &[model::Flag]) -> Result<(), CompileError> {
-    let edges: Vec<Vec<usize>> = flags
-        .iter()
-        .map(|f| f.prerequisites.iter().map(|p| p.flag).collect())
-        .collect();
+    let edges = prerequisite_graph(flags);
     match find_cycle(&edges) {
         None => Ok(()),
         Some(cycle) => {

@@ -1300,16 +1300,18 @@ async fn cached_answers_follow_audience_key_version_and_staleness() {
     // The GET path is now remembered with its tag: revalidations are 304s
     // with the full headers, and another secret for the same key id, with
     // the same context, is still refused (paths are compared whole).
+    // `GET` with `If-None-Match` (and another header), for `key`.
+    let eval_with = |key: &str, header: &'static str, value: &str| {
+        let app = app.clone();
+        let req = get(&eval_uri(key, &ctx))
+            .header(header, value)
+            .body(Body::empty())
+            .unwrap();
+        async move { send(&app, req).await }
+    };
     let tag = eval_get(&rig.web).await.header(ETAG).to_owned();
     for _ in 0..3 {
-        let res = send(
-            &app,
-            get(&eval_uri(&rig.web, &ctx))
-                .header(IF_NONE_MATCH, &tag)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let res = eval_with(&rig.web, "if-none-match", &tag).await;
         assert_eq!(res.status, StatusCode::NOT_MODIFIED);
         assert_eq!(res.header(ETAG), tag);
         assert_eq!(res.header(CACHE_CONTROL), CDN_CC);
@@ -1335,14 +1337,7 @@ async fn cached_answers_follow_audience_key_version_and_staleness() {
     // Asking for a version this instance cannot reach: STALE, never cached,
     // and the next fresh answer is not STALE.
     for _ in 0..3 {
-        let res = send(
-            &app,
-            get(&eval_uri(&rig.web, &ctx))
-                .header("flagbelt-min-version", "9")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let res = eval_with(&rig.web, "flagbelt-min-version", "9").await;
         assert_eq!(res.json()["flags"]["banner"]["reason"], "STALE");
     }
     assert_eq!(
@@ -1353,14 +1348,7 @@ async fn cached_answers_follow_audience_key_version_and_staleness() {
     // soon as the snapshot without the key is loaded.
     let tag = eval_get(&rig.web).await.header(ETAG).to_owned();
     for _ in 0..3 {
-        let res = send(
-            &app,
-            get(&eval_uri(&rig.web, &ctx))
-                .header(IF_NONE_MATCH, &tag)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let res = eval_with(&rig.web, "if-none-match", &tag).await;
         assert_eq!(res.status, StatusCode::NOT_MODIFIED);
     }
     let revoked: String = rig
