@@ -53,24 +53,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// A tool from `scripts/clients.sh install`. Missing: a failure under CI, a
 /// printed skip locally.
 fn tool(var: &str) -> Option<String> {
-    if let Ok(v) = std::env::var(var)
-        && !v.is_empty()
-    {
-        return Some(v);
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    assert!(
-        !ci,
-        "{var} is not set: CI must install the client tools (scripts/clients.sh install, as scripts/test does)"
-    );
-    // Straight to the process's stderr: the harness captures `eprintln!` of
-    // passing tests, and a skip must be seen.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {}: {var} is not set; run `eval \"$(scripts/clients.sh install)\"` to test with the real clients and cache",
-        std::thread::current().name().unwrap_or("a client test")
-    );
-    None
+    crate::rig::provided(
+        var,
+        "install the client tools (scripts/clients.sh install, as scripts/test does)",
+        "run `eval \"$(scripts/clients.sh install)\"` to test with the real clients and cache",
+    )
 }
 
 /// A child process, killed and reaped when dropped.

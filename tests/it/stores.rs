@@ -34,24 +34,11 @@ use flagbelt::ruleset::{authoring, codec, manifest};
 /// An emulator setting from the environment. Missing: a failure under CI, a
 /// printed skip locally.
 fn emulator(var: &str) -> Option<String> {
-    if let Ok(v) = std::env::var(var)
-        && !v.is_empty()
-    {
-        return Some(v);
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    assert!(
-        !ci,
-        "{var} is not set: CI must run the storage emulators (scripts/emulators.sh start, as scripts/test does)"
-    );
-    // Written to the process's stderr directly: the test harness captures
-    // `eprintln!` of passing tests, and a skip must be seen.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {}: {var} is not set; run `eval \"$(scripts/emulators.sh start)\"` to test against the storage emulators",
-        std::thread::current().name().unwrap_or("a storage test")
-    );
-    None
+    crate::rig::provided(
+        var,
+        "run the storage emulators (scripts/emulators.sh start, as scripts/test does)",
+        "run `eval \"$(scripts/emulators.sh start)\"` to test against the storage emulators",
+    )
 }
 
 /// A prefix no other test or run uses.
