@@ -33,10 +33,6 @@ VENV="$TOOLS/venv"
 LOGS="$TOOLS/logs"
 
 log() { printf '[clients] %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
 

@@ -38,10 +38,6 @@ READY_TIMEOUT_S=60
 BUCKET="flags"
 
 log() { printf '[emulators] %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
 

@@ -1,5 +1,10 @@
 # Shared by scripts/emulators.sh and scripts/clients.sh (sourced, not run).
-# Expects the sourcing script to define `log` and `die`.
+# Expects the sourcing script to define `log` (its prefix); `die` is here.
+
+die() {
+    log "error: $*"
+    exit 1
+}
 
 # apt_install PKG...: Debian packages, refreshing the package lists only when
 # the install fails without it (a fresh machine has none, a warm one is fast).
