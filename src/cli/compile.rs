@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 
 use crate::ruleset::codec::StoredObjects;
+use crate::ruleset::verify::{self, Mover, TrustedKeys, VerifyError};
 use crate::ruleset::{authoring, codec, keys, manifest};
 
 /// Arguments of `flagbelt compile`.
@@ -52,7 +53,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
     let objects = codec::stored_objects(&pb, published_at, args.rollback, &signers);
 
     let env_dir = args.out.join(&pb.environment);
-    check_not_older(&env_dir, pb.version, args.rollback)?;
+    check_not_older(&env_dir, &pb.environment, &objects.manifest)?;
     write_layout(&args.out, &env_dir, &objects)?;
 
     let signed_by: Vec<String> = signers
@@ -81,23 +82,31 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses to replace a manifest of a higher version unless `--rollback`.
-fn check_not_older(env_dir: &Path, version: u64, rollback: bool) -> anyhow::Result<()> {
+/// Refuses to replace a manifest of a higher version unless `--rollback`
+/// (the version rule, [`verify::check_version`], as a writer). The same
+/// version with another ruleset is left to [`write_layout`], which refuses to
+/// overwrite an immutable ruleset object.
+fn check_not_older(env_dir: &Path, env: &str, ours: &[u8]) -> anyhow::Result<()> {
     let path = env_dir.join("manifest.pb");
     let Ok(bytes) = fs::read(&path) else {
         return Ok(());
     };
-    let (_, body) = codec::decode_manifest(&bytes)
+    let none = TrustedKeys::none();
+    let held = verify::verify_manifest(&bytes, env, &none)
         .with_context(|| format!("existing {} is unreadable; remove it first", path.display()))?;
-    if body.version > version && !rollback {
-        bail!(
-            "{} holds version {} and this ruleset is version {}: pass --rollback to go back",
+    // Ours was just built from a compiled ruleset: it verifies.
+    let ours =
+        verify::verify_manifest(ours, env, &none).context("the new manifest does not verify")?;
+    match verify::check_version(Some(held.held()), &ours, Mover::Writer) {
+        Err(e @ VerifyError::OlderVersion { .. }) => bail!(
+            "{} holds version {} and this ruleset is version {}: pass --rollback to go back ({e})",
             path.display(),
-            body.version,
-            version
-        );
+            held.version(),
+            ours.version()
+        ),
+        Err(e) if e.is_older() => bail!("{} is not replaced: {e}", path.display()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 pub(super) fn write_layout(

@@ -120,7 +120,7 @@ fn load(args: &Args) -> anyhow::Result<model::Ruleset> {
     let manifest_path = env_dir.join("manifest.pb");
     let manifest = verify::verify_manifest(&super::read_bytes(&manifest_path)?, &env, &trusted)
         .with_context(|| format!("{} rejected", manifest_path.display()))?;
-    let ruleset_path = env_dir.join(&manifest.body.ruleset_path);
+    let ruleset_path = env_dir.join(manifest.ruleset_path());
     let (_, model) = verify::verify_ruleset(&manifest, &super::read_bytes(&ruleset_path)?)
         .with_context(|| format!("{} rejected", ruleset_path.display()))?;
     Ok(model)

@@ -9,7 +9,8 @@
 //! The result is a per-store report and an exit code (`--min-stores`).
 //!
 //! Must not: overwrite an immutable ruleset object with different bytes, move a
-//! store's manifest to a lower version unless the manifest is a rollback, or
+//! store's manifest to a lower version unless the version rule
+//! ([`verify::check_version`]) accepts ours as a rollback, or
 //! print credentials (stores are named by their [`Source::label`]). Format
 //! checks are `ruleset::verify`'s, not re-implemented here.
 
@@ -22,8 +23,8 @@ use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 
 use crate::delivery::source::{self, Fetched, Source, SourceError, SourceOptions, error_chain};
-use crate::ruleset::verify::{self, TrustedKeys};
-use crate::ruleset::{codec, hex, manifest, valid_env_name};
+use crate::ruleset::verify::{self, Mover, TrustedKeys, VerifyError};
+use crate::ruleset::{codec, manifest, valid_env_name};
 
 /// Arguments of `flagbelt publish`.
 #[derive(Debug, clap::Args)]
@@ -110,8 +111,8 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
 struct EnvLayout {
     env: String,
     version: u64,
-    rollback: bool,
-    sha256: [u8; 32],
+    /// The manifest, verified for its form (signatures are the readers' to judge).
+    verified: verify::VerifiedManifest,
     manifest: Bytes,
     /// Every `rulesets/<version>.pb`, ascending; the manifest's is among them.
     rulesets: Vec<(u64, Bytes)>,
@@ -162,7 +163,7 @@ fn read_env(dir: &Path, env: &str) -> anyhow::Result<EnvLayout> {
     let manifest_bytes = super::read_bytes(&manifest_path)?;
     let verified = verify::verify_manifest(&manifest_bytes, env, &TrustedKeys::none())
         .with_context(|| format!("{} is not a valid manifest", manifest_path.display()))?;
-    let version = verified.body.version;
+    let version = verified.version();
 
     let rulesets_dir = env_dir.join("rulesets");
     let mut rulesets: Vec<(u64, Bytes)> = Vec::new();
@@ -219,8 +220,7 @@ fn read_env(dir: &Path, env: &str) -> anyhow::Result<EnvLayout> {
     Ok(EnvLayout {
         env: env.to_owned(),
         version,
-        rollback: verified.body.rollback,
-        sha256: verified.sha256,
+        verified,
         manifest: Bytes::from(manifest_bytes),
         rulesets,
     })
@@ -333,8 +333,9 @@ enum ManifestState {
     Identical,
 }
 
-/// Reads the store's current manifest and refuses to go backwards: a higher
-/// version there is kept unless ours is a rollback; the same version naming
+/// Reads the store's current manifest and applies the version rule
+/// ([`verify::check_version`], as a writer): a higher version there is kept
+/// unless ours is a rollback published after it; the same version naming
 /// another ruleset is a conflict (one version never names two rulesets).
 async fn check_store_manifest(
     source: &Source,
@@ -356,25 +357,26 @@ async fn check_store_manifest(
     if current == layout.manifest {
         return Ok(ManifestState::Identical);
     }
-    // An undecodable manifest in the store is replaced: ours is valid.
-    let Ok((_, held)) = codec::decode_manifest(&current) else {
+    // A manifest in the store that does not read is replaced: ours is valid.
+    let Ok(held) = verify::verify_manifest(&current, &layout.env, &TrustedKeys::none()) else {
         return Ok(ManifestState::Replace);
     };
-    if held.version > layout.version && !layout.rollback {
-        return Err(format!(
+    match verify::check_version(Some(held.held()), &layout.verified, Mover::Writer) {
+        Ok(_) => Ok(ManifestState::Replace),
+        Err(VerifyError::OlderVersion { .. }) => Err(format!(
             "the store holds version {}, newer than {}: not replaced (compile with --rollback to go back)",
-            held.version, layout.version
-        ));
+            held.version(),
+            layout.version
+        )),
+        Err(VerifyError::VersionConflict {
+            version,
+            held,
+            offered,
+        }) => Err(format!(
+            "the store's manifest names another ruleset for version {version} (SHA-256 {held}, ours {offered}): give the new ruleset a new version"
+        )),
+        Err(e) => Err(format!("not replaced: {e}")),
     }
-    if held.version == layout.version && held.ruleset_sha256 != layout.sha256 {
-        return Err(format!(
-            "the store's manifest names another ruleset for version {} (SHA-256 {}, ours {}): give the new ruleset a new version",
-            held.version,
-            hex::encode(&held.ruleset_sha256),
-            hex::encode(&layout.sha256)
-        ));
-    }
-    Ok(ManifestState::Replace)
 }
 
 /// Uploads `rulesets/<v>.pb` unless the store already has it. Ruleset objects

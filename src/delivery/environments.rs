@@ -17,10 +17,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::fetch::{Fetcher, Held, PollOutcome, PollReport, PollState, SourceReport, Verdict};
+use super::fetch::{Fetcher, PollOutcome, PollReport, PollState, SourceReport, Verdict};
 use super::lkg::LastKnownGood;
 use super::{Origin, Snapshot};
 use crate::ruleset::valid_env_name;
+use crate::ruleset::verify::Held;
 
 /// Timing and size policy for environments.
 #[derive(Debug, Clone)]

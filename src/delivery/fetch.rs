@@ -23,9 +23,10 @@
 //! 3. **Highest verified version wins** across all sources that answered: a
 //!    source that is up but stale cannot hold an instance back. Sources behind
 //!    the best version (or behind what is held) are reported `stale`.
-//! 4. **Version rules** ([`verify::check_version`]): the same version and digest
-//!    as held is [`PollOutcome::Unchanged`]; a lower version is never activated
-//!    (unless it is a signed rollback, which `check_version` decides); the held
+//! 4. **Version rule** ([`verify::check_version`], applied, never restated): the
+//!    same version and digest as held is [`PollOutcome::Unchanged`]; a lower
+//!    version is never activated (unless `check_version` accepts it as a
+//!    signed rollback published after what is held); the held
 //!    version with another digest is a conflict and that manifest is rejected.
 //! 5. **Hedged ruleset read** from the sources that advertised exactly that
 //!    version and digest, in configured order: ask the first; after
@@ -50,7 +51,11 @@ use crate::delivery::source::{Fetched, Source, SourceError, error_chain};
 use crate::delivery::{Origin, Snapshot};
 use crate::eval::model;
 use crate::ruleset::codec::LoadError;
-use crate::ruleset::verify::{self, TrustedKeys, VerifiedManifest, VerifyError, VersionDecision};
+/// What the caller serves for an environment: the held side of the version rule.
+pub use crate::ruleset::verify::Held;
+use crate::ruleset::verify::{
+    self, Mover, TrustedKeys, VerifiedManifest, VerifyError, VersionDecision,
+};
 use crate::ruleset::{hex, valid_env_name};
 
 /// Timing of one poll.
@@ -83,19 +88,6 @@ pub struct Fetcher {
     opts: FetchOptions,
 }
 
-/// What the caller currently serves for an environment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Held {
-    /// The active ruleset version.
-    pub version: u64,
-    /// The active ruleset's SHA-256.
-    pub sha256: [u8; 32],
-    /// When the active ruleset's manifest was published (signed, ms since the
-    /// epoch): a rollback is honoured only if published after it, so an old
-    /// rollback manifest left in a lagging store cannot roll an instance back.
-    pub published_at_ms: i64,
-}
-
 /// Per-environment memory of what each source said last (ETag, and the
 /// verified manifest or the reason it was rejected), so the next poll is a
 /// conditional GET; owned by the caller.
@@ -115,7 +107,7 @@ impl fmt::Debug for PollState {
         let mut list = f.debug_list();
         for s in &self.slots {
             let said = match s.memory.as_ref().map(|m| &m.said) {
-                Some(Said::Verified { manifest, .. }) => format!("v{}", manifest.body.version),
+                Some(Said::Verified { manifest, .. }) => format!("v{}", manifest.version()),
                 Some(Said::Rejected { reason, .. }) => format!("rejected: {reason}"),
                 None => "-".to_owned(),
             };
@@ -265,7 +257,7 @@ struct Offer {
 
 impl Offer {
     fn version(&self) -> u64 {
-        self.manifest.body.version
+        self.manifest.version()
     }
 }
 
@@ -329,28 +321,10 @@ impl Fetcher {
         // The best version advertised by a manifest that verified (before the
         // held-version rules): what staleness is measured against.
         let best = offers.first().map(Offer::version);
-        let held_pair = held.map(|h| (h.version, h.sha256));
 
         let mut outcome = None;
         for offer in &offers {
-            let decision = match verify::check_version(held_pair, &offer.manifest) {
-                Ok(VersionDecision::Activate)
-                    if held.is_some_and(|h| {
-                        offer.version() < h.version
-                            && offer.manifest.body.published_at_ms <= h.published_at_ms
-                    }) =>
-                {
-                    // A signed rollback, but not newer than what is held: an
-                    // old publisher decision, e.g. left in a store that missed
-                    // later publishes. Never act on it.
-                    Err(VerifyError::OlderVersion {
-                        held: held.map_or(0, |h| h.version),
-                        offered: offer.version(),
-                    })
-                }
-                other => other,
-            };
-            match decision {
+            match verify::check_version(held, &offer.manifest, Mover::Reader) {
                 Ok(VersionDecision::Unchanged) => {
                     outcome = Some(PollOutcome::Unchanged);
                     break;
@@ -363,9 +337,9 @@ impl Fetcher {
                     // Nobody could deliver this version: fall back to the next
                     // one down, which check_version judges again.
                 }
-                Err(VerifyError::OlderVersion { .. }) => {
+                Err(e) if e.is_older() => {
                     // The best reachable version is below what is held and is
-                    // not a signed rollback. Offers further down are older
+                    // not a signed rollback published after it. Offers further down are older
                     // still; a rollback is honoured only when it is the highest
                     // version reachable, i.e. when the publisher's current word.
                     outcome = Some(PollOutcome::Unchanged);
@@ -404,7 +378,7 @@ impl Fetcher {
                 let stale = match (answer, reference) {
                     (Answer::Manifest { manifest, .. }, Some(r)) => {
                         // A manifest rejected for a conflict says nothing about lag.
-                        manifest.body.version < r && !matches!(verdict, Verdict::Rejected(_))
+                        manifest.version() < r && !matches!(verdict, Verdict::Rejected(_))
                     }
                     (Answer::NotFound, Some(_)) => best.is_some(),
                     _ => false,
@@ -476,7 +450,7 @@ impl Fetcher {
                             manifest: Arc::clone(manifest),
                             bytes: bytes.clone(),
                         },
-                        Verdict::NotModified(manifest.body.version),
+                        Verdict::NotModified(manifest.version()),
                     ),
                     Some(Said::Rejected { reason }) => {
                         (Answer::Failed, Verdict::Rejected(reason.clone()))
@@ -522,7 +496,7 @@ impl Fetcher {
             && *old == bytes
         {
             let manifest = Arc::clone(manifest);
-            let version = manifest.body.version;
+            let version = manifest.version();
             slot.memory = Some(Memory {
                 etag,
                 said: Said::Verified {
@@ -538,7 +512,7 @@ impl Fetcher {
         match verify::verify_manifest(&bytes, env, &self.trusted) {
             Ok(m) => {
                 let manifest = Arc::new(m);
-                let version = manifest.body.version;
+                let version = manifest.version();
                 slot.memory = Some(Memory {
                     etag,
                     said: Said::Verified {
@@ -576,8 +550,8 @@ impl Fetcher {
                 continue;
             };
             let same = offers.iter_mut().find(|o| {
-                o.manifest.body.version == manifest.body.version
-                    && o.manifest.sha256 == manifest.sha256
+                o.manifest.version() == manifest.version()
+                    && o.manifest.sha256() == manifest.sha256()
             });
             match same {
                 Some(o) => o.sources.push(i),
@@ -596,11 +570,10 @@ impl Fetcher {
                 .cmp(&a.version())
                 .then(
                     b.manifest
-                        .body
-                        .published_at_ms
-                        .cmp(&a.manifest.body.published_at_ms),
+                        .published_at_ms()
+                        .cmp(&a.manifest.published_at_ms()),
                 )
-                .then(b.manifest.sha256.cmp(&a.manifest.sha256))
+                .then(b.manifest.sha256().cmp(&a.manifest.sha256()))
         });
         let mut kept: Vec<Offer> = Vec::with_capacity(offers.len());
         for offer in offers {
@@ -609,8 +582,8 @@ impl Fetcher {
                     let reason = format!(
                         "manifest: version {} names ruleset SHA-256 {}, but another source names {}",
                         offer.version(),
-                        hex::encode(&offer.manifest.sha256),
-                        hex::encode(&winner.manifest.sha256),
+                        hex::encode(&offer.manifest.sha256()),
+                        hex::encode(&winner.manifest.sha256()),
                     );
                     tracing::error!(
                         env,
@@ -660,8 +633,8 @@ impl Fetcher {
                         return Some(Box::new(Snapshot {
                             environment: env.to_owned(),
                             version,
-                            sha256: offer.manifest.sha256,
-                            published_at_ms: offer.manifest.body.published_at_ms,
+                            sha256: offer.manifest.sha256(),
+                            published_at_ms: offer.manifest.published_at_ms(),
                             ruleset: model,
                             ruleset_bytes: bytes,
                             manifest_bytes: offer.manifest_bytes.clone(),
@@ -717,8 +690,8 @@ impl Fetcher {
         let bytes = match source
             .get_ruleset_at_most(
                 env,
-                &offer.manifest.body.ruleset_path,
-                offer.manifest.body.ruleset_size,
+                offer.manifest.ruleset_path(),
+                offer.manifest.ruleset_size(),
             )
             .await
         {
@@ -756,7 +729,7 @@ fn reject_metric(e: &VerifyError) {
         VerifyError::Unsigned { .. } => "unsigned",
         VerifyError::BadPath { .. } => "path",
         VerifyError::VersionConflict { .. } => "version_conflict",
-        VerifyError::OlderVersion { .. } => "older_version",
+        VerifyError::OlderVersion { .. } | VerifyError::StaleRollback { .. } => "older_version",
     };
     metrics::counter!("flagbelt_fetch_rejected_total", "reason" => reason).increment(1);
 }

@@ -24,6 +24,7 @@ use object_store::local::LocalFileSystem;
 
 use crate::delivery::Snapshot;
 use crate::delivery::source::Source;
+use crate::ruleset::verify::{self, Mover, TrustedKeys};
 use crate::ruleset::{manifest, valid_env_name};
 
 /// Prefix of the label of [`LastKnownGood::source`] (`last-known-good:<dir>`).
@@ -165,19 +166,23 @@ struct StoreJob {
 }
 
 impl StoreJob {
-    /// True when the cache already holds a newer version than this job, and
-    /// this job is not a rollback published after it.
+    /// True when the cache already holds what the version rule
+    /// ([`verify::check_version`], as a writer: the reader already judged the
+    /// signature) says this job must not replace: a higher version, unless
+    /// this job is a rollback published after it. A cached manifest that no
+    /// longer reads is replaced.
     fn superseded(&self, env_dir: &Path) -> bool {
         let Ok(existing) = fs::read(env_dir.join("manifest.pb")) else {
             return false;
         };
-        let (Ok((_, old)), Ok((_, new))) = (
-            crate::ruleset::codec::decode_manifest(&existing),
-            crate::ruleset::codec::decode_manifest(&self.manifest),
+        let none = TrustedKeys::none();
+        let (Ok(old), Ok(new)) = (
+            verify::verify_manifest(&existing, &self.env, &none),
+            verify::verify_manifest(&self.manifest, &self.env, &none),
         ) else {
             return false;
         };
-        old.version > new.version && !(new.rollback && new.published_at_ms > old.published_at_ms)
+        verify::check_version(Some(old.held()), &new, Mover::Writer).is_err_and(|e| e.is_older())
     }
 
     fn run(self) -> io::Result<()> {

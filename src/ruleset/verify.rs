@@ -7,9 +7,11 @@
 //!    digest, and satisfies the signature policy of [`TrustedKeys`];
 //! 2. [`verify_ruleset`]: the ruleset bytes have the manifest's size and SHA-256,
 //!    decode, are for the manifest's environment and version, and compile;
-//! 3. [`check_version`]: whether a verified manifest may replace what is held
-//!    (never a lower version unless it is a signed rollback; one version never
-//!    names two different rulesets).
+//! 3. [`check_version`]: THE version rule, the one place that compares a held
+//!    version with an offered one (never a lower version unless it is a
+//!    rollback published after what is held, and signed for a reader; one
+//!    version never names two different rulesets). Readers, the last-known-good
+//!    cache, `compile --out` and `publish` all call it.
 //!
 //! Every check is all-or-nothing: a model comes back only when everything
 //! holds, so a caller that activates only `Ok` results never half-applies a
@@ -73,23 +75,101 @@ impl TrustedKeys {
     }
 }
 
-/// A manifest that passed [`verify_manifest`].
+/// A manifest that passed [`verify_manifest`]. Its proto body stays inside
+/// `ruleset/`; callers read it through the accessors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedManifest {
-    /// The decoded body.
-    pub body: proto::ManifestBody,
-    /// Ids of the trusted keys whose signatures verified (empty when the reader
-    /// trusts no keys, even if the manifest carries signatures).
-    pub signed_by: Vec<String>,
-    /// The ruleset SHA-256 the manifest commits to.
-    pub sha256: [u8; 32],
+    body: proto::ManifestBody,
+    signed_by: Vec<String>,
+    sha256: [u8; 32],
 }
 
-/// Whether a verified manifest should be activated.
+impl VerifiedManifest {
+    /// The environment the manifest is for.
+    pub fn environment(&self) -> &str {
+        &self.body.environment
+    }
+
+    /// The ruleset version it announces.
+    pub fn version(&self) -> u64 {
+        self.body.version
+    }
+
+    /// When it was published (signed, milliseconds since the epoch).
+    pub fn published_at_ms(&self) -> i64 {
+        self.body.published_at_ms
+    }
+
+    /// True when the publisher marked it as a deliberate move to a lower
+    /// version (`compile --rollback`).
+    pub fn rollback(&self) -> bool {
+        self.body.rollback
+    }
+
+    /// The ruleset object's path below the environment folder
+    /// (`rulesets/<version>.pb`, checked by [`verify_manifest`]).
+    pub fn ruleset_path(&self) -> &str {
+        &self.body.ruleset_path
+    }
+
+    /// The ruleset object's size in bytes.
+    pub fn ruleset_size(&self) -> u64 {
+        self.body.ruleset_size
+    }
+
+    /// The ruleset SHA-256 the manifest commits to.
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
+
+    /// Ids of the trusted keys whose signatures verified (empty when the
+    /// reader trusts no keys, even if the manifest carries signatures).
+    pub fn signed_by(&self) -> &[String] {
+        &self.signed_by
+    }
+
+    /// What holding this manifest's ruleset means to [`check_version`].
+    pub fn held(&self) -> Held {
+        Held {
+            version: self.body.version,
+            sha256: self.sha256,
+            published_at_ms: self.body.published_at_ms,
+        }
+    }
+}
+
+/// What is held for an environment (by an instance, a cache folder or a
+/// store): the side of [`check_version`] that an offer is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// The held ruleset version.
+    pub version: u64,
+    /// The held ruleset's SHA-256.
+    pub sha256: [u8; 32],
+    /// When the held ruleset's manifest was published (signed, ms since the
+    /// epoch): a rollback is honoured only if published after it, so an old
+    /// rollback manifest left in a lagging store cannot roll anyone back.
+    pub published_at_ms: i64,
+}
+
+/// Who applies [`check_version`]: what a rollback needs besides its mark and
+/// being published after what is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mover {
+    /// An instance activating what a source offers: a rollback must also be
+    /// signed by a key the reader trusts (`signed_by` not empty).
+    Reader,
+    /// Something that writes what was already decided: `compile --out`,
+    /// `publish` (signatures are the readers' to judge) and the
+    /// last-known-good cache (it saves what a reader activated).
+    Writer,
+}
+
+/// Whether a verified manifest should replace what is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VersionDecision {
-    /// Newer than what is held (or nothing is held, or a signed rollback):
-    /// fetch, verify and activate its ruleset.
+    /// Newer than what is held (or nothing is held, or an accepted rollback):
+    /// fetch, verify and activate (or write) it.
     Activate,
     /// The same version and digest as what is held: nothing to do.
     Unchanged,
@@ -188,8 +268,8 @@ pub enum VerifyError {
         /// Digest the offered manifest names (hex).
         offered: String,
     },
-    /// The offered version is lower than the held one and is not a signed
-    /// rollback.
+    /// The offered version is lower than the held one and is not a rollback
+    /// (for a reader: not a signed one).
     #[error(
         "offered version {offered} is older than held version {held} (only a signed manifest with rollback set may go back)"
     )]
@@ -199,6 +279,31 @@ pub enum VerifyError {
         /// The version offered.
         offered: u64,
     },
+    /// The offered version is a rollback, but published no later than what is
+    /// held: an old decision replayed (or left in a lagging store), never acted
+    /// on.
+    #[error(
+        "offered rollback to version {offered} was published at {offered_published_at_ms} ms, not after held version {held} (published at {held_published_at_ms} ms): an old rollback is never replayed"
+    )]
+    StaleRollback {
+        /// The version held.
+        held: u64,
+        /// When the held version was published (ms since the epoch).
+        held_published_at_ms: i64,
+        /// The version offered.
+        offered: u64,
+        /// When the rollback was published (ms since the epoch).
+        offered_published_at_ms: i64,
+    },
+}
+
+impl VerifyError {
+    /// True for the refusals that mean "lower than what is held"
+    /// ([`Self::OlderVersion`], [`Self::StaleRollback`]): nothing to do, as
+    /// opposed to an offer that is wrong.
+    pub fn is_older(&self) -> bool {
+        matches!(self, Self::OlderVersion { .. } | Self::StaleRollback { .. })
+    }
 }
 
 /// Verifies manifest bytes read from `<prefix>/<expected_env>/manifest.pb`.
@@ -340,42 +445,62 @@ pub fn verify_ruleset(
     Ok((pb, model))
 }
 
-/// Decides whether verified manifest `m` may replace what is held.
+/// THE version rule: decides whether verified manifest `m` may replace what
+/// is held. Every place that compares a held version with an offered one
+/// calls this (readers, the last-known-good cache, `compile --out`, `publish`).
 ///
-/// `held` is the version and ruleset SHA-256 currently active, if any.
 /// - nothing held, or a higher version: [`VersionDecision::Activate`];
 /// - the same version and digest: [`VersionDecision::Unchanged`];
 /// - the same version with another digest: [`VerifyError::VersionConflict`]
 ///   (rulesets are immutable per version; two publishers collided);
 /// - a lower version: [`VerifyError::OlderVersion`], unless the manifest has
-///   `rollback` set **and** was signed by a trusted key, then `Activate`.
+///   `rollback` set (and, for a [`Mover::Reader`], was signed by a trusted
+///   key); such a rollback activates only if it was published after the held
+///   version, else [`VerifyError::StaleRollback`] (a replayed or lagging old
+///   decision).
 ///
-/// A signed rollback manifest stays valid for as long as its key is trusted:
-/// whoever can replay it into a source can roll readers back to its version.
-/// Rotate the signing key (or publish a higher version) to retire one.
+/// A signed rollback published after the held version stays valid for as long
+/// as its key is trusted: whoever can replay it into a source can roll a
+/// reader that holds an older publish back. Rotate the signing key (or
+/// publish a higher version) to retire one.
 pub fn check_version(
-    held: Option<(u64, [u8; 32])>,
+    held: Option<Held>,
     m: &VerifiedManifest,
+    mover: Mover,
 ) -> Result<VersionDecision, VerifyError> {
-    let offered = m.body.version;
-    let Some((held_version, held_digest)) = held else {
+    let offered = m.version();
+    let Some(held) = held else {
         return Ok(VersionDecision::Activate);
     };
-    match offered.cmp(&held_version) {
+    match offered.cmp(&held.version) {
         std::cmp::Ordering::Greater => Ok(VersionDecision::Activate),
-        std::cmp::Ordering::Equal if held_digest == m.sha256 => Ok(VersionDecision::Unchanged),
+        std::cmp::Ordering::Equal if held.sha256 == m.sha256 => Ok(VersionDecision::Unchanged),
         std::cmp::Ordering::Equal => Err(VerifyError::VersionConflict {
             version: offered,
-            held: hex::encode(&held_digest),
+            held: hex::encode(&held.sha256),
             offered: hex::encode(&m.sha256),
         }),
-        std::cmp::Ordering::Less if m.body.rollback && !m.signed_by.is_empty() => {
+        std::cmp::Ordering::Less => {
+            let vouched = match mover {
+                Mover::Reader => !m.signed_by.is_empty(),
+                Mover::Writer => true,
+            };
+            if !(m.rollback() && vouched) {
+                return Err(VerifyError::OlderVersion {
+                    held: held.version,
+                    offered,
+                });
+            }
+            if m.published_at_ms() <= held.published_at_ms {
+                return Err(VerifyError::StaleRollback {
+                    held: held.version,
+                    held_published_at_ms: held.published_at_ms,
+                    offered,
+                    offered_published_at_ms: m.published_at_ms(),
+                });
+            }
             Ok(VersionDecision::Activate)
         }
-        std::cmp::Ordering::Less => Err(VerifyError::OlderVersion {
-            held: held_version,
-            offered,
-        }),
     }
 }
 
@@ -456,6 +581,134 @@ mod tests {
         assert!(
             matches!(err, VerifyError::UnsupportedFormat { found: 2, .. }),
             "{err}"
+        );
+    }
+
+    /// Every case of the version rule, for both movers.
+    #[test]
+    fn the_version_rule_case_by_case() {
+        use VersionDecision::{Activate, Unchanged};
+        let trusted = TrustedKeys::from_keys(vec![key(1).verifying_key()]);
+        // An offer: version, ruleset bytes, published at, rollback, signed.
+        let offer = |version: u64, rs: &[u8], at: i64, rollback: bool, signed: bool| {
+            let signers = if signed { vec![key(1)] } else { vec![] };
+            let trust = if signed {
+                &trusted
+            } else {
+                &TrustedKeys::none()
+            };
+            let m = manifest::build("prod", version, rs, at, rollback, &signers);
+            verify_manifest(&codec::encode_manifest(&m), "prod", trust).unwrap()
+        };
+        let held_m = offer(10, b"ten", 1_000, false, true);
+        let held = Some(held_m.held());
+        type Expect = Result<VersionDecision, &'static str>;
+        let cases: [(&str, VerifiedManifest, Expect, Expect); 10] = [
+            (
+                "same digest",
+                offer(10, b"ten", 1_000, false, true),
+                Ok(Unchanged),
+                Ok(Unchanged),
+            ),
+            (
+                "same digest, republished",
+                offer(10, b"ten", 2_000, false, false),
+                Ok(Unchanged),
+                Ok(Unchanged),
+            ),
+            (
+                "same version, other digest",
+                offer(10, b"other", 2_000, true, true),
+                Err("conflict"),
+                Err("conflict"),
+            ),
+            (
+                "higher",
+                offer(11, b"eleven", 500, false, false),
+                Ok(Activate),
+                Ok(Activate),
+            ),
+            (
+                "lower",
+                offer(9, b"nine", 2_000, false, true),
+                Err("older"),
+                Err("older"),
+            ),
+            (
+                "signed rollback, newer",
+                offer(9, b"nine", 2_000, true, true),
+                Ok(Activate),
+                Ok(Activate),
+            ),
+            (
+                "signed rollback, as old",
+                offer(9, b"nine", 1_000, true, true),
+                Err("stale"),
+                Err("stale"),
+            ),
+            (
+                "signed rollback, older (replayed)",
+                offer(9, b"nine", 900, true, true),
+                Err("stale"),
+                Err("stale"),
+            ),
+            (
+                "unsigned rollback, newer",
+                offer(9, b"nine", 2_000, true, false),
+                Err("older"),
+                Ok(Activate),
+            ),
+            (
+                "unsigned rollback, older",
+                offer(9, b"nine", 900, true, false),
+                Err("older"),
+                Err("stale"),
+            ),
+        ];
+        let kind = |r: Result<VersionDecision, VerifyError>| -> Expect {
+            r.map_err(|e| match e {
+                VerifyError::VersionConflict { .. } => "conflict",
+                VerifyError::OlderVersion { .. } => "older",
+                VerifyError::StaleRollback { .. } => "stale",
+                other => panic!("unexpected {other}"),
+            })
+        };
+        for (name, m, reader, writer) in cases {
+            assert_eq!(
+                kind(check_version(held, &m, Mover::Reader)),
+                reader,
+                "reader: {name}"
+            );
+            assert_eq!(
+                kind(check_version(held, &m, Mover::Writer)),
+                writer,
+                "writer: {name}"
+            );
+            assert_eq!(
+                check_version(None, &m, Mover::Reader).unwrap(),
+                Activate,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_replayed_rollback_is_refused_with_both_publish_times() {
+        let t = TrustedKeys::from_keys(vec![key(1).verifying_key()]);
+        let signed = |v, rs: &[u8], at, rb| {
+            let m = manifest::build("prod", v, rs, at, rb, &[key(1)]);
+            verify_manifest(&codec::encode_manifest(&m), "prod", &t).unwrap()
+        };
+        // v5 rolled back to v4 at t=2000, then v6 published at t=3000: the
+        // old rollback, replayed into a store, must not take v6 back to v4.
+        let rollback = signed(4, b"four", 2_000, true);
+        let v6 = signed(6, b"six", 3_000, false);
+        let e = check_version(Some(v6.held()), &rollback, Mover::Reader).unwrap_err();
+        assert!(e.is_older(), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("2000") && text.contains("3000") && text.contains("never replayed"),
+            "{text}"
         );
     }
 }

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::SigningKey;
 use flagbelt::eval::model::{ApiKey, KeyKind};
 use flagbelt::ruleset::keys::{self, KeyFileError, KeyFormatError, PresentedKey};
-use flagbelt::ruleset::verify::{self, TrustedKeys, VerifyError, VersionDecision};
+use flagbelt::ruleset::verify::{self, Held, Mover, TrustedKeys, VerifyError, VersionDecision};
 use flagbelt::ruleset::{codec, hex, manifest, proto};
 use secrecy::ExposeSecret as _;
 
@@ -427,14 +427,17 @@ fn signed_manifest_round_trip() {
     let rs = ruleset_bytes("prod", 42);
     let bytes = manifest_bytes("prod", 42, &rs, false, &[signer(1)]);
     let m = verify::verify_manifest(&bytes, "prod", &trust(&[&signer(1)])).unwrap();
-    assert_eq!(m.body.environment, "prod");
-    assert_eq!(m.body.version, 42);
-    assert_eq!(m.body.ruleset_path, "rulesets/42.pb");
-    assert_eq!(m.body.ruleset_size, rs.len() as u64);
-    assert_eq!(m.body.published_at_ms, NOW_MS);
-    assert!(!m.body.rollback);
-    assert_eq!(m.signed_by, vec![keys::key_id(&signer(1).verifying_key())]);
-    assert_eq!(m.sha256.to_vec(), m.body.ruleset_sha256);
+    assert_eq!(m.environment(), "prod");
+    assert_eq!(m.version(), 42);
+    assert_eq!(m.ruleset_path(), "rulesets/42.pb");
+    assert_eq!(m.ruleset_size(), rs.len() as u64);
+    assert_eq!(m.published_at_ms(), NOW_MS);
+    assert!(!m.rollback());
+    assert_eq!(
+        m.signed_by(),
+        vec![keys::key_id(&signer(1).verifying_key())]
+    );
+    assert_eq!(m.sha256(), digest(&rs));
 }
 
 #[test]
@@ -442,7 +445,7 @@ fn unsigned_manifest_is_accepted_only_without_trusted_keys() {
     let rs = ruleset_bytes("prod", 1);
     let bytes = manifest_bytes("prod", 1, &rs, false, &[]);
     let m = verify::verify_manifest(&bytes, "prod", &TrustedKeys::none()).unwrap();
-    assert!(m.signed_by.is_empty());
+    assert!(m.signed_by().is_empty());
     assert!(TrustedKeys::none().is_empty());
 
     let e = verify::verify_manifest(&bytes, "prod", &trust(&[&signer(1)])).unwrap_err();
@@ -459,7 +462,10 @@ fn signatures_by_untrusted_keys_only_count_as_unsigned() {
     // An untrusted signature next to a trusted one is ignored.
     let bytes = manifest_bytes("prod", 1, &rs, false, &[signer(9), signer(1)]);
     let m = verify::verify_manifest(&bytes, "prod", &trust(&[&signer(1)])).unwrap();
-    assert_eq!(m.signed_by, vec![keys::key_id(&signer(1).verifying_key())]);
+    assert_eq!(
+        m.signed_by(),
+        vec![keys::key_id(&signer(1).verifying_key())]
+    );
 }
 
 #[test]
@@ -618,6 +624,16 @@ fn verified(
     verify::verify_manifest(&bytes, "prod", trusted).expect("manifest verifies")
 }
 
+/// What a reader holds: `version` of ruleset `rs`, published just before the
+/// offers these tests make (they are published at `NOW_MS`).
+fn held(version: u64, rs: &[u8]) -> Option<Held> {
+    Some(Held {
+        version,
+        sha256: digest(rs),
+        published_at_ms: NOW_MS - 1,
+    })
+}
+
 fn digest(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest as _;
     // The manifest's digest is SHA-256 of the ruleset bytes.
@@ -630,12 +646,12 @@ fn newer_or_first_version_activates() {
     let rs = ruleset_bytes("prod", 10);
     let m = verified(10, &rs, false, &[signer(1)], &t);
     assert_eq!(
-        verify::check_version(None, &m).unwrap(),
+        verify::check_version(None, &m, Mover::Reader).unwrap(),
         VersionDecision::Activate
     );
     let old = ruleset_bytes("prod", 9);
     assert_eq!(
-        verify::check_version(Some((9, digest(&old))), &m).unwrap(),
+        verify::check_version(held(9, &old), &m, Mover::Reader).unwrap(),
         VersionDecision::Activate
     );
 }
@@ -646,7 +662,7 @@ fn same_version_same_digest_is_unchanged_and_other_digest_conflicts() {
     let rs = ruleset_bytes("prod", 10);
     let m = verified(10, &rs, false, &[], &t);
     assert_eq!(
-        verify::check_version(Some((10, digest(&rs))), &m).unwrap(),
+        verify::check_version(held(10, &rs), &m, Mover::Reader).unwrap(),
         VersionDecision::Unchanged
     );
     let other = codec::encode_ruleset(&proto::Ruleset {
@@ -659,7 +675,7 @@ fn same_version_same_digest_is_unchanged_and_other_digest_conflicts() {
         }],
         ..Default::default()
     });
-    let e = verify::check_version(Some((10, digest(&other))), &m).unwrap_err();
+    let e = verify::check_version(held(10, &other), &m, Mover::Reader).unwrap_err();
     assert!(
         matches!(e, VerifyError::VersionConflict { version: 10, .. }),
         "{e}"
@@ -670,20 +686,20 @@ fn same_version_same_digest_is_unchanged_and_other_digest_conflicts() {
     let t = trust(&[&signer(1)]);
     let m = verified(10, &rs, true, &[signer(1)], &t);
     assert!(matches!(
-        verify::check_version(Some((10, digest(&other))), &m),
+        verify::check_version(held(10, &other), &m, Mover::Reader),
         Err(VerifyError::VersionConflict { .. })
     ));
 }
 
 #[test]
 fn older_version_is_refused_unless_signed_rollback() {
-    let held = Some((10, digest(&ruleset_bytes("prod", 10))));
+    let held = held(10, &ruleset_bytes("prod", 10));
     let rs = ruleset_bytes("prod", 7);
 
     // Plain older manifest, signed: refused.
     let t = trust(&[&signer(1)]);
     let m = verified(7, &rs, false, &[signer(1)], &t);
-    let e = verify::check_version(held, &m).unwrap_err();
+    let e = verify::check_version(held, &m, Mover::Reader).unwrap_err();
     assert!(
         matches!(
             e,
@@ -698,20 +714,20 @@ fn older_version_is_refused_unless_signed_rollback() {
     // Signed rollback: allowed.
     let m = verified(7, &rs, true, &[signer(1)], &t);
     assert_eq!(
-        verify::check_version(held, &m).unwrap(),
+        verify::check_version(held, &m, Mover::Reader).unwrap(),
         VersionDecision::Activate
     );
 
     // Rollback flag on an unsigned manifest (reader trusts no keys): refused.
     let m = verified(7, &rs, true, &[], &TrustedKeys::none());
-    let e = verify::check_version(held, &m).unwrap_err();
+    let e = verify::check_version(held, &m, Mover::Reader).unwrap_err();
     assert!(matches!(e, VerifyError::OlderVersion { .. }), "{e}");
 
     // Signed, but the reader trusts no keys, so nobody vouches for it: refused.
     let m = verified(7, &rs, true, &[signer(1)], &TrustedKeys::none());
-    assert!(m.signed_by.is_empty());
+    assert!(m.signed_by().is_empty());
     assert!(matches!(
-        verify::check_version(held, &m),
+        verify::check_version(held, &m, Mover::Reader),
         Err(VerifyError::OlderVersion { .. })
     ));
 }

@@ -185,9 +185,9 @@ async fn round_trip(url: &str, seed: Seed) {
     assert_eq!(&bytes[..], &manifest1[..], "{url}");
     assert!(etag1.is_some(), "{url}: the store sent no ETag");
     let verified = verify::verify_manifest(&bytes, env, &TrustedKeys::none()).expect("verifies");
-    assert_eq!(verified.body.version, 1);
+    assert_eq!(verified.version(), 1);
     let got = reader
-        .get_ruleset(env, &verified.body.ruleset_path)
+        .get_ruleset(env, verified.ruleset_path())
         .await
         .expect("ruleset");
     assert_eq!(&got[..], &ruleset1[..], "{url}");
@@ -229,7 +229,7 @@ async fn round_trip(url: &str, seed: Seed) {
     assert_ne!(etag2, etag1, "{url}: the ETag did not change");
     let verified = verify::verify_manifest(&bytes, env, &TrustedKeys::none()).expect("verifies");
     let got = reader
-        .get_ruleset(env, &verified.body.ruleset_path)
+        .get_ruleset(env, verified.ruleset_path())
         .await
         .expect("ruleset v2");
     verify::verify_ruleset(&verified, &got).expect("ruleset v2 verifies");
