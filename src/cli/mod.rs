@@ -1,7 +1,8 @@
 //! The `flagbelt` command line: argument parsing and one module per subcommand.
 //!
 //! Owns file I/O, the clock, start-up and process exit codes for the commands
-//! (`compile`, `inspect`, `eval`, `keys`, `publish`, `fetch`, `serve`, `demo`). The format work itself lives in
+//! (`compile`, `inspect`, `eval`, `keys`, `publish`, `fetch`, `serve`, `demo`).
+//! The format work itself lives in
 //! `ruleset` and `eval`; nothing here re-implements validation. Every failure is
 //! an error message on stderr and a non-zero exit, never a panic, and a failed
 //! command leaves no partial output behind.
@@ -26,12 +27,12 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "flagbelt", version, about)]
 pub struct Cli {
-    /// The subcommand.
+    /// What to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Subcommands.
+/// What `flagbelt` can do; each variant's doc line is its `--help` summary.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Compile authoring YAML into the stored layout: `<out>/<env>/manifest.pb`
@@ -50,10 +51,10 @@ pub enum Command {
     /// with a per-store report.
     Publish(publish::Args),
     /// Run the edge server: evaluation, OFREP, ruleset download, health,
-    /// Serve the bundled demo environment on 127.0.0.1:8080 and print how to call it.
-    Demo(demo::Args),
     /// metrics and admin over HTTP.
     Serve(serve::Args),
+    /// Serve the bundled demo environment on 127.0.0.1:8080 and print how to call it.
+    Demo(demo::Args),
 }
 
 /// Parses the command line, runs the command and maps failure to exit code 1

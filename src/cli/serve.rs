@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -217,21 +218,62 @@ fn read_token(path: &std::path::Path) -> anyhow::Result<AdminToken> {
     Ok(AdminToken::new(&trimmed))
 }
 
-async fn serve(args: &Args, mut config: HttpConfig) -> anyhow::Result<()> {
+/// Installs the Prometheus recorder and the task that keeps its histograms
+/// rolling (the exporter only does upkeep when asked).
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the Prometheus recorder")?;
-    {
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(METRICS_UPKEEP);
-            loop {
-                tick.tick().await;
-                handle.run_upkeep();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(METRICS_UPKEEP);
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// Runs until a shutdown signal (then lets in-flight requests finish, for at
+/// most `drain`) or until a server ends on its own (an accept error, which
+/// ends the process).
+async fn stop_on_signal(
+    mut servers: tokio::task::JoinSet<anyhow::Result<()>>,
+    stop_tx: watch::Sender<bool>,
+    drain: Duration,
+) -> anyhow::Result<()> {
+    let stopped = tokio::select! {
+        () = shutdown_signal() => true,
+        // A server ending on its own (an accept error) ends the process.
+        Some(res) = servers.join_next() => {
+            res.context("server task failed")??;
+            false
+        }
+    };
+    if stopped {
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+        let finished = tokio::time::timeout(drain, async {
+            while let Some(res) = servers.join_next().await {
+                res.context("server task failed")??;
             }
-        });
+            anyhow::Ok(())
+        })
+        .await;
+        match finished {
+            Ok(res) => res?,
+            Err(_) => tracing::warn!(
+                ?drain,
+                "requests still running at the drain deadline; exiting"
+            ),
+        }
     }
-    config.metrics = Some(handle);
+    Ok(())
+}
+
+async fn serve(args: &Args, mut config: HttpConfig) -> anyhow::Result<()> {
+    config.metrics = Some(install_metrics()?);
 
     let delivery = args.delivery.config().build()?;
     for p in config::probe(&delivery).await {
@@ -280,32 +322,7 @@ async fn serve(args: &Args, mut config: HttpConfig) -> anyhow::Result<()> {
         servers.spawn(run_server(listener, app, stop_rx.clone()));
     }
 
-    let stopped = tokio::select! {
-        () = shutdown_signal() => true,
-        // A server ending on its own (an accept error) ends the process.
-        Some(res) = servers.join_next() => {
-            res.context("server task failed")??;
-            false
-        }
-    };
-    if stopped {
-        tracing::info!("shutting down: finishing in-flight requests");
-        let _ = stop_tx.send(true);
-        let finished = tokio::time::timeout(drain, async {
-            while let Some(res) = servers.join_next().await {
-                res.context("server task failed")??;
-            }
-            anyhow::Ok(())
-        })
-        .await;
-        match finished {
-            Ok(res) => res?,
-            Err(_) => tracing::warn!(
-                ?drain,
-                "requests still running at the drain deadline; exiting"
-            ),
-        }
-    }
+    stop_on_signal(servers, stop_tx, drain).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -527,3 +527,22 @@ fn demo_serves_the_bundled_environment_and_prints_working_calls() {
         "{response}"
     );
 }
+
+#[test]
+fn help_describes_each_subcommand_on_its_own_line() {
+    let help = ok(&["--help"]);
+    let line = |cmd: &str| {
+        help.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{cmd} ")))
+            .unwrap_or_else(|| panic!("no line for {cmd} in:\n{help}"))
+            .to_owned()
+    };
+    assert!(line("serve").contains("Run the edge server"), "{help}");
+    assert!(line("demo").contains("demo environment"), "{help}");
+    for cmd in ["compile", "inspect", "eval", "fetch", "keys", "publish"] {
+        assert!(
+            line(cmd).len() > cmd.len() + 10,
+            "{cmd} has no summary:\n{help}"
+        );
+    }
+}
