@@ -546,3 +546,49 @@ fn help_describes_each_subcommand_on_its_own_line() {
         );
     }
 }
+
+#[test]
+fn publish_refuses_a_rollback_decided_before_the_store_moved_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let to = format!("file://{}", s(&store));
+    let compile = |version: u64, out: &str, rollback: bool| {
+        let src = tmp.path().join(format!("v{version}.yaml"));
+        std::fs::write(
+            &src,
+            format!("environment: prod\nversion: {version}\nflags:\n  f:\n    variants: {{a: 1, b: 2}}\n    default: a\n"),
+        )
+        .unwrap();
+        let out = tmp.path().join(out);
+        let mut args = vec!["compile", s(&src), "--out", s(&out)];
+        if rollback {
+            args.push("--rollback");
+        }
+        ok(&args);
+        out
+    };
+    // A rollback to v19 is compiled, then v20 is published after it.
+    let early_rollback = compile(19, "early", true);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let v20 = compile(20, "v20", false);
+    ok(&["publish", s(&v20), "--to", &to]);
+
+    let out = flagbelt(&["publish", s(&early_rollback), "--to", &to]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("never replayed"), "{stdout}");
+    assert_eq!(
+        std::fs::read(store.join("prod/manifest.pb")).unwrap(),
+        std::fs::read(v20.join("prod/manifest.pb")).unwrap()
+    );
+
+    // The same rollback decided now moves the store back.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let rollback = compile(19, "late", true);
+    ok(&["publish", s(&rollback), "--to", &to]);
+    assert_eq!(
+        std::fs::read(store.join("prod/manifest.pb")).unwrap(),
+        std::fs::read(rollback.join("prod/manifest.pb")).unwrap()
+    );
+}
