@@ -19,3 +19,4 @@ pub mod delivery;
 pub mod eval;
 pub mod http;
 pub mod ruleset;
+pub mod util;
