@@ -33,6 +33,10 @@ phase, with the server's). It samples the servers' RSS (/proc/PID/status)
 throughout, counts answers by status from the server's /metrics, and prints
 Markdown tables. Numbers are only comparable within one run (ratios to
 /healthz, within a round): client and server share this machine's cores.
+
+The phases are one table, SCENARIOS (what each sends, to which server, when,
+what its answers must be, what it is divided by); run_scenarios runs it and
+print_report prints the tables from its results.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LUA = os.path.join(ROOT, "loadtest", "lua")
@@ -545,7 +551,563 @@ def check_answers(r: dict, route: str, expected: str) -> tuple[str, bool]:
     return text, ok
 
 
-def main() -> None:
+# The scenario table. The runner runs it in order, one server after the
+# other; the report prints its rows in the same order.
+
+WARM_UP, ROUNDS, ONCE = "warm-up", "rounds", "once"  # Scenario.stage
+BASELINE, ROUND, MEDIAN = "baseline", "round", "median"  # Scenario.ratio
+HEALTHZ = "/healthz"
+# Scenario.route of GET /v1/eval: its route template is read from /metrics
+# when the load server starts (Served.eval_route), not written here.
+EVAL = "GET /v1/eval"
+# The phase whose median requests/s, halved, the paced phases aim at.
+PACE_OF = "random"
+
+
+@dataclass
+class Served:
+    """One started server and what its scenarios' requests and the report
+    need of it."""
+
+    process: subprocess.Popen
+    target: Target
+    # /v1/eval/<its public key>/
+    prefix: str
+    # Client-visible flags in its GET /v1/eval answer.
+    visible: int
+    # VmRSS right after it became ready (rss_kib).
+    idle: dict[str, int]
+    # The load environment's server key, for OFREP (empty for the demo).
+    server_key: str = ""
+    # The repeating set: ready paths of contexts 0..--repeat-1 and the ETags
+    # they were answered with (empty for the demo).
+    paths: list[str] = field(default_factory=list)
+    etags: list[str] = field(default_factory=list)
+    # GET /v1/eval's route template in /metrics (empty for the demo: its
+    # routes are the same code's).
+    eval_route: str = ""
+    # VmHWM just before it was stopped (rss_kib).
+    hwm: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One phase: what wrk sends, against which server, when, what every
+    answer must be and what its numbers are divided by."""
+
+    # Its name in the progress lines, the per-round and per-phase lines and
+    # the noise line; the key of its results.
+    name: str
+    # The table's route column: `{repeat}` is --repeat, `{share}` (paced
+    # rows only) its requests/s over the PACE_OF phase's median.
+    label: str
+    # lua/<lua>.lua, sent to wrk after lua/common.lua.
+    lua: str
+    # Its PARAMS for one wrk run. A new-context one takes the server's next
+    # block of keys, so it is called once per run.
+    params: Callable[[Served], dict]
+    # "load" (the generated environment) or "demo" (`flagbelt demo`): each
+    # server runs all its scenarios, then stops; in order of first mention.
+    server: str = "load"
+    # WARM_UP: run before the rounds for `seconds`, its numbers discarded
+    # and no progress line. ROUNDS: once per round, interleaved in table
+    # order. ONCE: after the rounds, --duration seconds.
+    stage: str = ONCE
+    seconds: int = 0
+    # False: --connections and no pause. True: the connections calibrated
+    # to half the PACE_OF phase's median requests/s, and a pause of 0 to
+    # 2 * --pace-delay-ms after each answer (both: --threads).
+    paced: bool = False
+    # The route (HEALTHZ, EVAL or OFREP_PATH) every answer must be on, with
+    # status `expected` (check_answers).
+    route: str = EVAL
+    expected: str = "200"
+    # What its requests/s and server CPU per request are divided by:
+    # BASELINE (it is the baseline: 1.00), ROUND (the same round's
+    # baseline), MEDIAN (the baseline's median over the rounds), "" (no
+    # ratio: the demo table).
+    ratio: str = ""
+
+
+def new_contexts(s: Served) -> dict:
+    """GET /v1/eval, a context never seen before on every request."""
+    return s.target.random_params(s.prefix)
+
+
+def ofrep_new_contexts(s: Served) -> dict:
+    """POST /ofrep/v1/evaluate/flags with the server key, a context never
+    seen before on every request."""
+    return s.target.ofrep_params(s.server_key)
+
+
+SCENARIOS = (
+    # Warm-up (discarded): first-touch allocations, relevant-attribute
+    # cache; then the OFREP route's own.
+    Scenario("warm-up random", "", "eval_random", new_contexts, stage=WARM_UP, seconds=2),
+    Scenario("warm-up ofrep", "", "ofrep_random", ofrep_new_contexts, stage=WARM_UP,
+             seconds=1),
+    # The throughput phases, interleaved: round k runs each of them once,
+    # so an eval phase and the /healthz it is compared with are at most 4
+    # phases apart, not minutes (the machine's speed drifts). The OFREP
+    # phase comes last, so the GET phases keep their places.
+    Scenario("healthz", "GET /healthz (baseline)", "healthz", lambda s: {}, stage=ROUNDS,
+             route=HEALTHZ, ratio=BASELINE),
+    Scenario("random", "GET /v1/eval, new context every request", "eval_random",
+             new_contexts, stage=ROUNDS, ratio=ROUND),
+    Scenario("repeat", "GET /v1/eval, {repeat} repeating contexts", "eval_repeat",
+             lambda s: {"paths": s.paths}, stage=ROUNDS, ratio=ROUND),
+    Scenario("revalidate", "GET /v1/eval + If-None-Match (revalidation)", "eval_304",
+             lambda s: {"paths": s.paths, "etags": s.etags}, stage=ROUNDS,
+             expected="304", ratio=ROUND),
+    Scenario("ofrep", "POST /ofrep/v1/evaluate/flags (server key), new context every request",
+             "ofrep_random", ofrep_new_contexts, stage=ROUNDS, route=OFREP_PATH, ratio=ROUND),
+    # Latency below saturation: one run after the rounds.
+    Scenario("paced", "GET /v1/eval, new contexts, paced at {share:.0%} of its peak "
+             "(one run¹)", "eval_random", new_contexts, paced=True, ratio=MEDIAN),
+    # The demo environment (`flagbelt demo`, examples/demo.yaml): its own
+    # server on a new port, the same new-context load (the contexts'
+    # attributes are those its rules read: country, app.version, email,
+    # plan, beta, signup), for its RSS.
+    Scenario("demo", "GET /v1/eval, new context every request", "eval_random", new_contexts,
+             server="demo"),
+    Scenario("demo paced", "GET /v1/eval, new contexts, paced", "eval_random", new_contexts,
+             server="demo", paced=True),
+)
+# The phase every ratio is taken to.
+BASELINE_NAME = next(sc.name for sc in SCENARIOS if sc.ratio == BASELINE)
+
+
+def in_rounds() -> list[Scenario]:
+    """The scenarios interleaved in the rounds, in round order."""
+    return [sc for sc in SCENARIOS if sc.stage == ROUNDS]
+
+
+def shown(server: str) -> list[Scenario]:
+    """The measured (not warm-up) scenarios against `server`: its table's
+    rows, in order."""
+    return [sc for sc in SCENARIOS if sc.server == server and sc.stage != WARM_UP]
+
+
+# Starting the servers.
+
+def write_environment(binary: str, work: str, flags: int) -> tuple[str, str, str]:
+    """The environment: a public key (the client view) and a server key
+    (every flag; all of them are client-visible anyway) in the generated
+    ruleset, compiled into a store in `work`. Returns (public key, server
+    key, store folder)."""
+    out = run([binary, "keys", "new", "--env", ENV, "--id", "web", "--kind", "frontend"])
+    token = re.search(r"^key: (\S+)$", out, re.M).group(1)
+    stanza = re.search(r"^(- \{id: web.*\})", out, re.M).group(1)
+    out = run([binary, "keys", "new", "--env", ENV, "--id", "api", "--kind", "backend"])
+    server_key = re.search(r"^key: (fbs\.\S+)$", out, re.M).group(1)
+    server_stanza = re.search(r"^(- \{id: api.*\})", out, re.M).group(1)
+    yaml = ruleset_yaml(ENV, 1, flags).replace(
+        "version: 1\n", f"version: 1\nkeys:\n  {stanza}\n  {server_stanza}\n", 1)
+    with open(os.path.join(work, "flags.yaml"), "w") as f:
+        f.write(yaml)
+    store = os.path.join(work, "store")
+    run([binary, "compile", os.path.join(work, "flags.yaml"), "--out", store])
+    return token, server_key, store
+
+
+def eval_route_of(base: str) -> str:
+    """GET /v1/eval's route template in the server's /metrics (after one
+    GET /v1/eval)."""
+    eval_routes = [rt for rt, s in answered(base) if rt.startswith("/v1/eval")]
+    if len(set(eval_routes)) != 1:
+        raise SystemExit(f"cannot tell GET /v1/eval's route in /metrics: {eval_routes}")
+    return eval_routes[0]
+
+
+def probe_ofrep(base: str, server_key: str, n_flags: int) -> int:
+    """POST /ofrep/v1/evaluate/flags with the server key: every flag (the
+    `n_flags` generated ones and `base`), counted on OFREP_PATH in /metrics.
+    Returns the number of flags in an answer."""
+    body = json.dumps({"context": context(1)})
+    status, answer = send_raw(base, (
+        f"POST {OFREP_PATH} HTTP/1.1\r\nHost: {base.removeprefix('http://')}\r\n"
+        f"Authorization: Bearer {server_key}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"Connection: close\r\n\r\n{body}").encode())
+    flags = ofrep_flags(status, answer)
+    if flags != n_flags + 1:
+        raise SystemExit(f"POST {OFREP_PATH} with the server key answered "
+                         f"{flags} flags, not all {n_flags + 1} "
+                         "(flag-0.. and base)")
+    log(f"POST {OFREP_PATH} (server key): {flags} flags per answer, "
+        f"{len(answer)} bytes")
+    ofrep_routes = {rt for rt, s in answered(base) if rt.startswith("/ofrep/")}
+    if ofrep_routes != {OFREP_PATH}:
+        raise SystemExit(f"cannot tell POST {OFREP_PATH}'s route in /metrics: {ofrep_routes}")
+    return flags
+
+
+def repeating_set(base: str, prefix: str, n: int) -> tuple[list[str], list[str]]:
+    """The ready paths of contexts 0..n-1 and the validators they are
+    answered with."""
+    paths, etags = [], []
+    for i in range(n):
+        paths.append(prefix + b64url(context(i)))
+        status, headers, _ = http_get(base + paths[-1])
+        etag = headers.get("ETag")
+        if status != 200 or not etag:
+            raise SystemExit(f"GET /v1/eval answered {status} without an ETag")
+        etags.append(etag)
+    return paths, etags
+
+
+def start_load(args: argparse.Namespace, work: str, quiet: dict,
+               started: list[subprocess.Popen]) -> Served:
+    """Serves the generated environment (`flagbelt serve --preload`) and
+    probes it: its GET /v1/eval answer and route, an OFREP answer with every
+    flag, the repeating set."""
+    token, server_key, store = write_environment(args.binary, work, args.flags)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_server(
+        [args.binary, "serve", "--source", f"file://{store}/", "--preload", ENV,
+         "--listen", f"127.0.0.1:{port}"],
+        os.path.join(work, "server.log"), base, quiet)
+    started.append(process)
+    idle = rss_kib(process.pid)
+    target = Target(base, process.pid, work, "load")
+
+    prefix = f"/v1/eval/{token}/"
+    status, _, body = http_get(base + prefix + b64url(context(1)))
+    answer = json.loads(body)
+    if status != 200:
+        raise SystemExit(f"GET /v1/eval answered {status}: {body[:200]!r}")
+    visible = len(answer["flags"])
+    log(f"environment {ENV!r}: {visible} client-visible flags per answer, "
+        f"{len(body)} bytes")
+    eval_route = eval_route_of(base)
+    target.ofrep_flags = probe_ofrep(base, server_key, args.flags)
+    paths, etags = repeating_set(base, prefix, args.repeat)
+    return Served(process, target, prefix, visible, idle, server_key=server_key,
+                  paths=paths, etags=etags, eval_route=eval_route)
+
+
+def start_demo(args: argparse.Namespace, work: str, quiet: dict,
+               started: list[subprocess.Popen]) -> Served:
+    """Serves the bundled demo environment (`flagbelt demo`) on a new port
+    and probes its GET /v1/eval answer, with the public key it prints
+    (DEMO_PUBLIC_KEY if it prints none)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    demo_log = os.path.join(work, "demo.log")
+    process = start_server([args.binary, "demo", "--listen", f"127.0.0.1:{port}"],
+                           demo_log, base, quiet)
+    started.append(process)
+    idle = rss_kib(process.pid)
+    with open(demo_log) as f:
+        m = re.search(r"^\s*public key\s+(\S+)$", f.read(), re.M)
+    key = m.group(1) if m else DEMO_PUBLIC_KEY
+    target = Target(base, process.pid, work, "demo")
+    prefix = f"/v1/eval/{key}/"
+    status, _, body = http_get(base + prefix + b64url(context(1)))
+    if status != 200:
+        raise SystemExit(f"demo: GET /v1/eval answered {status}: {body[:200]!r}")
+    visible = len(json.loads(body)["flags"])
+    log(f"demo environment: {visible} client-visible flags per answer, "
+        f"{len(body)} bytes")
+    return Served(process, target, prefix, visible, idle)
+
+
+# Scenario.server -> how to start that server.
+START = {"load": start_load, "demo": start_demo}
+
+
+# The runner.
+
+@dataclass
+class Results:
+    """What the runner measured, for the report."""
+
+    args: argparse.Namespace
+    # Scenario.server -> that server, stopped by now.
+    served: dict[str, Served] = field(default_factory=dict)
+    # GET /v1/eval's route template (Served.eval_route of the load server).
+    eval_route: str = ""
+    # Per round: scenario name -> its wrk result (Target.wrk).
+    rounds: list[dict[str, dict]] = field(default_factory=list)
+    # ROUNDS scenarios over the rounds (over_rounds), by name.
+    agg: dict[str, dict] = field(default_factory=dict)
+    # ONCE scenarios' wrk results, by name, in the order they ran.
+    runs: dict[str, dict] = field(default_factory=dict)
+
+
+def ratio(a: float, b: float) -> float:
+    """a / b, NaN (not an exception) for a phase with no requests or CPU."""
+    return a / b if b else math.nan
+
+
+def over_rounds(rounds: list[dict[str, dict]], key: str) -> dict:
+    """One scenario over the rounds: its ratios to each round's own
+    baseline (per round), the medians of its numbers, its max RSS."""
+    rs = [rd[key] for rd in rounds]
+    return {
+        "rounds": rs,
+        "rps_ratios": [ratio(rd[key]["rps"], rd[BASELINE_NAME]["rps"]) for rd in rounds],
+        "cpu_ratios": [ratio(rd[key]["server_us"], rd[BASELINE_NAME]["server_us"])
+                       for rd in rounds],
+        **{f: statistics.median([r[f] for r in rs])
+           for f in ("rps", "server_us", "client_us", "p50_us", "p99_us")},
+        "rss_max_kib": max(r["rss_max_kib"] for r in rs),
+        "wrk": rs[0]["wrk"],
+        "connections": rs[0]["connections"],
+    }
+
+
+def wrk_run(sc: Scenario, served: Served, args: argparse.Namespace, connections: int,
+            duration: int) -> dict:
+    """One bounded wrk run of `sc` against `served`: fresh PARAMS (and the
+    pause, if paced)."""
+    params = sc.params(served)
+    if sc.paced:
+        params = {**params, "delay_ms": args.pace_delay_ms}
+    return served.target.wrk(sc.lua, params, threads=args.threads, connections=connections,
+                             duration=duration)
+
+
+def run_phase(sc: Scenario, served: Served, args: argparse.Namespace, connections: int,
+              note: str = "") -> dict:
+    """A measured phase of `sc`: its progress line, then --duration s of wrk."""
+    log(f"phase {sc.name}{note} ({connections} connections, {args.duration} s)")
+    return wrk_run(sc, served, args, connections, args.duration)
+
+
+def calibrate(sc: Scenario, served: Served, args: argparse.Namespace, rate: float) -> int:
+    """The connections of the paced phases, for `rate` requests/s. Each
+    connection waits delay_ms on average between an answer and its next
+    request, so the rate is about connections * 1000 / (delay_ms +
+    latency): a short run of `sc` measures it and scales the connections to
+    hit the target."""
+    connections = max(args.threads, round(rate * args.pace_delay_ms / 1000))
+    log(f"calibrating the paced phase for {rate:,.0f} requests/s")
+    probe = wrk_run(sc, served, args, connections, 2)
+    return max(args.threads, min(4000, round(connections * rate / probe["rps"])))
+
+
+def run_scenarios(args: argparse.Namespace, work: str,
+                  started: list[subprocess.Popen]) -> Results:
+    """Runs SCENARIOS, one server after the other: start it, its warm-ups,
+    its rounds (then their medians), its once-run phases (calibrating the
+    pacing before the first paced one), then read its VmHWM and stop it.
+    Every server it starts is added to `started` at once (the caller stops
+    them on failure)."""
+    quiet = {**os.environ, "RUST_LOG": "warn", "TMPDIR": work}
+    res = Results(args)
+    paced_connections: int | None = None  # calibrated before the first paced phase
+    for name in dict.fromkeys(sc.server for sc in SCENARIOS):
+        served = START[name](args, work, quiet, started)
+        res.served[name] = served
+        res.eval_route = res.eval_route or served.eval_route
+        mine = [sc for sc in SCENARIOS if sc.server == name]
+        for sc in mine:
+            if sc.stage == WARM_UP:
+                wrk_run(sc, served, args, args.connections, sc.seconds)
+        rounds = [sc for sc in mine if sc.stage == ROUNDS]
+        if rounds:
+            for k in range(args.rounds):
+                note = f", round {k + 1}/{args.rounds}"
+                res.rounds.append({sc.name: run_phase(sc, served, args, args.connections, note)
+                                   for sc in rounds})
+            res.agg = {sc.name: over_rounds(res.rounds, sc.name) for sc in rounds}
+        for sc in mine:
+            if sc.stage != ONCE:
+                continue
+            if sc.paced and paced_connections is None:
+                paced_connections = calibrate(sc, served, args, res.agg[PACE_OF]["rps"] / 2)
+            connections = paced_connections if sc.paced else args.connections
+            res.runs[sc.name] = run_phase(sc, served, args, connections)
+        served.hwm = rss_kib(served.process.pid)
+        stop_server(served.process)
+    return res
+
+
+# The report (Markdown on stdout).
+
+class Answers:
+    """The answers column of the tables; collects the phases whose answers
+    were not all as expected, for the exit status."""
+
+    def __init__(self) -> None:
+        self.wrong: list[str] = []
+
+    def cell(self, rs: list[dict], route: str, expected: str, label: str) -> str:
+        """check_answers for every round's run: one text if all agree."""
+        texts = []
+        for k, r in enumerate(rs):
+            text, ok = check_answers(r, route, expected)
+            texts.append(text)
+            if not ok:
+                self.wrong.append(label if len(rs) == 1 else f"{label} (round {k + 1})")
+        if len(set(texts)) == 1:
+            return texts[0] + (f" (each of {len(rs)} rounds)" if len(rs) > 1 else "")
+        return "; ".join(f"round {k + 1}: {t}" for k, t in enumerate(texts))
+
+
+def measured(res: Results, sc: Scenario) -> dict:
+    """A scenario's numbers: over the rounds (over_rounds) or its one run."""
+    return res.agg[sc.name] if sc.stage == ROUNDS else res.runs[sc.name]
+
+
+def route_of(res: Results, sc: Scenario) -> str:
+    """The route template its answers are counted on in /metrics."""
+    return res.eval_route if sc.route == EVAL else sc.route
+
+
+def label_of(res: Results, sc: Scenario, a: dict) -> str:
+    """Its table label, `a` being its numbers (measured)."""
+    share = a["rps"] / res.agg[PACE_OF]["rps"] if sc.paced else None
+    return sc.label.format(repeat=res.args.repeat, share=share)
+
+
+def ratio_cell(values: list[float]) -> str:
+    """The median of the per-round ratios and their range."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return (f"**{statistics.median(values):.2f}** "
+            f"({min(values):.2f}–{max(values):.2f})")
+
+
+def ratio_cells(res: Results, sc: Scenario, a: dict) -> tuple[str, str]:
+    """Its requests/s and server CPU ratio cells, as Scenario.ratio says."""
+    if sc.ratio == BASELINE:
+        return "1.00", "1.00"
+    if sc.ratio == ROUND:
+        return ratio_cell(a["rps_ratios"]), ratio_cell(a["cpu_ratios"])
+    base = res.agg[BASELINE_NAME]
+    return (f"{ratio(a['rps'], base['rps']):.2f}",
+            f"{ratio(a['server_us'], base['server_us']):.2f}")
+
+
+def print_main_table(res: Results, answers: Answers) -> None:
+    """The load server's phases: what ran, then one row per phase."""
+    load = res.served["load"]
+    base = res.agg[BASELINE_NAME]
+    n_rounds = len(res.rounds)
+    paced = next(measured(res, sc) for sc in shown("load") if sc.paced)
+    print()
+    print(f"flagbelt load test: {load.visible}-flag client view, {os.cpu_count()} CPUs shared "
+          f"by wrk and the server, all on 127.0.0.1. Throughput phases: wrk "
+          f"{base['wrk']} each, {n_rounds} interleaved round"
+          f"{'s' if n_rounds != 1 else ''} of {', '.join(sc.name for sc in in_rounds())} "
+          f"(server key: all {load.target.ofrep_flags} flags, the client view and `base`); "
+          "a ratio is taken to the /healthz of the same round, and the table gives "
+          "the **median of the per-round ratios** (min–max over the rounds in "
+          "parentheses); requests/s, CPU µs/req, p50 and p99 are medians over the "
+          f"rounds. Paced: one run after the rounds, wrk {paced['wrk']}, "
+          f"0-{2 * res.args.pace_delay_ms} ms between requests per connection. CPU µs/req: "
+          "process CPU time (user + system) during the phase over wrk's completed requests.")
+    print()
+    print("| route | requests/s | ratio to /healthz | server CPU µs/req | ratio to /healthz "
+          "| client CPU µs/req | p50 | p99 | answers |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for sc in shown("load"):
+        a = measured(res, sc)
+        label = label_of(res, sc, a)
+        cell = answers.cell(a["rounds"] if sc.stage == ROUNDS else [a], route_of(res, sc),
+                            sc.expected, label)
+        rps_cell, cpu_cell = ratio_cells(res, sc, a)
+        print(f"| {label} | {a['rps']:,.0f} | {rps_cell} | {a['server_us']:.1f} | "
+              f"{cpu_cell} | {a['client_us']:.1f} | {fmt_ms(a['p50_us'])} | "
+              f"{fmt_ms(a['p99_us'])} | {cell} |")
+    print()
+    print("¹ Its ratios are to the median /healthz of the rounds, measured up to a "
+          "minute earlier: they carry the machine's drift (±15 %) that the "
+          "same-round ratios above do not.")
+
+
+def print_round_lines(res: Results) -> None:
+    """The per-round ratios, the baseline's own per-round numbers (the drift
+    the ratios remove) and each round's noise."""
+    base = res.agg[BASELINE_NAME]
+    print()
+    print(f"Per-round ratios to the same round's /healthz (rounds 1..{len(res.rounds)}):")
+    print()
+    for sc in in_rounds():
+        if sc.ratio == ROUND:
+            a = res.agg[sc.name]
+            print(f"- {sc.name}: requests/s " + " ".join(f"{x:.2f}" for x in a["rps_ratios"])
+                  + "; server CPU " + " ".join(f"{x:.2f}" for x in a["cpu_ratios"]))
+    print("- healthz itself (absolute): requests/s "
+          + " ".join(f"{r['rps']:,.0f}" for r in base["rounds"])
+          + "; server CPU µs/req "
+          + " ".join(f"{r['server_us']:.1f}" for r in base["rounds"]))
+    print("- other processes' CPU (max over the round's phases; a round well above 0 % "
+          "was disturbed): " + " ".join(f"{max(r['other_cpu'] for r in rd.values()):.0%}"
+                                        for rd in res.rounds))
+
+
+def print_rss(res: Results) -> None:
+    """The load server's RSS: idle, max sampled, VmHWM, and per phase."""
+    load = res.served["load"]
+    phases = [(sc.name, measured(res, sc)) for sc in shown("load")]
+    peak = max(a["rss_max_kib"] for _, a in phases)
+    print()
+    print(f"Server RSS: {load.idle.get('VmRSS', 0) / 1024:.1f} MiB idle after preload; "
+          f"{peak / 1024:.1f} MiB max sampled under load; "
+          f"{load.hwm.get('VmHWM', 0) / 1024:.1f} MiB high-water mark (VmHWM).")
+    print("Per phase (max VmRSS, over all rounds): " + ", ".join(
+        f"{k} {a['rss_max_kib'] / 1024:.1f} MiB" for k, a in phases))
+
+
+def print_demo_table(res: Results, answers: Answers) -> None:
+    """The demo server's phases, one row each, and its RSS line against the
+    target."""
+    demo = res.served["demo"]
+    rows = shown("demo")
+    print()
+    print(f"Demo environment (`flagbelt demo`, {demo.visible}-flag client view), "
+          "new-context load (one run each):")
+    print()
+    print("| route | connections | requests/s | server CPU µs/req | client CPU µs/req "
+          "| p50 | p99 | max VmRSS | answers |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for sc in rows:
+        r = res.runs[sc.name]
+        label = label_of(res, sc, r)
+        cell = answers.cell([r], route_of(res, sc), sc.expected, f"demo: {label}")
+        print(f"| {label} | {r['connections']} | {r['rps']:,.0f} | {r['server_us']:.1f} | "
+              f"{r['client_us']:.1f} | {fmt_ms(r['p50_us'])} | {fmt_ms(r['p99_us'])} | "
+              f"{r['rss_max_kib'] / 1024:.1f} MiB | {cell} |")
+    print()
+    top = max((res.runs[sc.name] for sc in rows), key=lambda r: r["rss_max_kib"])
+    hwm = demo.hwm.get("VmHWM", 0)
+    print(f"Demo environment RSS: idle {demo.idle.get('VmRSS', 0) / 1024:.1f} MiB, "
+          f"max under load {top['rss_max_kib'] / 1024:.1f} MiB ({top['connections']} "
+          f"connections); VmHWM {hwm / 1024:.1f} MiB "
+          f"(target ≤ 40 MiB: {'met' if hwm <= 40 * 1024 else 'NOT met'}).")
+
+
+def print_other_cpu(res: Results) -> None:
+    """The noise line: CPU used by other processes during each phase."""
+    print()
+    print("CPU used by other processes during each phase (noise; share of all "
+          "CPUs; per round for the rounds): "
+          + ", ".join(f"{sc.name} " + "/".join(f"{r['other_cpu']:.0%}"
+                                               for r in res.agg[sc.name]["rounds"])
+                      for sc in in_rounds())
+          + ", " + ", ".join(f"{k} {r['other_cpu']:.0%}" for k, r in res.runs.items())
+          + ".")
+
+
+def print_report(res: Results) -> None:
+    """The Markdown report; exits non-zero (after printing it all) if any
+    phase of any round got an unexpected answer."""
+    answers = Answers()
+    print_main_table(res, answers)
+    print_round_lines(res)
+    print_rss(res)
+    print_demo_table(res, answers)
+    print_other_cpu(res)
+    if answers.wrong:
+        raise SystemExit(f"unexpected answers in: {answers.wrong} (see the answers column)")
+
+
+def parse_args() -> argparse.Namespace:
+    """The command line (loadtest/run passes its arguments on unchanged)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=4, help="seconds per phase (default 4)")
     ap.add_argument("--rounds", type=int, default=3,
@@ -568,314 +1130,23 @@ def main() -> None:
                  "blocks of keys)")
     if args.duration < 1:
         ap.error("--duration must be at least 1 (seconds)")
+    return args
+
+
+def main() -> None:
+    """Checks the command line and wrk, runs the scenarios in a temporary
+    folder, prints the report; stops every server and removes the folder
+    however it ends."""
+    args = parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (loadtest/run installs it)")
-
     work = tempfile.mkdtemp(prefix="flagbelt-load-")
-    server = None
+    started: list[subprocess.Popen] = []  # every server, stopped however this ends
     try:
-        # The environment: a public key (the 50-flag client view) and a
-        # server key (every flag; all of them are client-visible anyway).
-        out = run([args.binary, "keys", "new", "--env", ENV, "--id", "web", "--kind", "frontend"])
-        token = re.search(r"^key: (\S+)$", out, re.M).group(1)
-        stanza = re.search(r"^(- \{id: web.*\})", out, re.M).group(1)
-        out = run([args.binary, "keys", "new", "--env", ENV, "--id", "api", "--kind", "backend"])
-        server_key = re.search(r"^key: (fbs\.\S+)$", out, re.M).group(1)
-        server_stanza = re.search(r"^(- \{id: api.*\})", out, re.M).group(1)
-        yaml = ruleset_yaml(ENV, 1, args.flags).replace(
-            "version: 1\n", f"version: 1\nkeys:\n  {stanza}\n  {server_stanza}\n", 1)
-        with open(os.path.join(work, "flags.yaml"), "w") as f:
-            f.write(yaml)
-        store = os.path.join(work, "store")
-        run([args.binary, "compile", os.path.join(work, "flags.yaml"), "--out", store])
-
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        quiet = {**os.environ, "RUST_LOG": "warn", "TMPDIR": work}
-        server = start_server(
-            [args.binary, "serve", "--source", f"file://{store}/", "--preload", ENV,
-             "--listen", f"127.0.0.1:{port}"],
-            os.path.join(work, "server.log"), base, quiet)
-        idle = rss_kib(server.pid)
-        target = Target(base, server.pid, work, "load")
-
-        prefix = f"/v1/eval/{token}/"
-        status, _, body = http_get(base + prefix + b64url(context(1)))
-        answer = json.loads(body)
-        if status != 200:
-            raise SystemExit(f"GET /v1/eval answered {status}: {body[:200]!r}")
-        visible = len(answer["flags"])
-        log(f"environment {ENV!r}: {visible} client-visible flags per answer, "
-            f"{len(body)} bytes")
-        eval_routes = [rt for rt, s in answered(base) if rt.startswith("/v1/eval")]
-        if len(set(eval_routes)) != 1:
-            raise SystemExit(f"cannot tell GET /v1/eval's route in /metrics: {eval_routes}")
-        eval_route = eval_routes[0]
-
-        # POST /ofrep/v1/evaluate/flags with the server key: every flag.
-        status, body = send_raw(base, (
-            f"POST {OFREP_PATH} HTTP/1.1\r\nHost: {base.removeprefix('http://')}\r\n"
-            f"Authorization: Bearer {server_key}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(json.dumps({'context': context(1)}))}\r\n"
-            f"Connection: close\r\n\r\n{json.dumps({'context': context(1)})}").encode())
-        target.ofrep_flags = ofrep_flags(status, body)
-        if target.ofrep_flags != args.flags + 1:
-            raise SystemExit(f"POST {OFREP_PATH} with the server key answered "
-                             f"{target.ofrep_flags} flags, not all {args.flags + 1} "
-                             "(flag-0.. and base)")
-        log(f"POST {OFREP_PATH} (server key): {target.ofrep_flags} flags per answer, "
-            f"{len(body)} bytes")
-        ofrep_routes = {rt for rt, s in answered(base) if rt.startswith("/ofrep/")}
-        if ofrep_routes != {OFREP_PATH}:
-            raise SystemExit(f"cannot tell POST {OFREP_PATH}'s route in /metrics: {ofrep_routes}")
-
-        # The repeating set: the ready paths of contexts 0..repeat-1 and the
-        # validators they are answered with.
-        paths, etags = [], []
-        for i in range(args.repeat):
-            paths.append(prefix + b64url(context(i)))
-            status, headers, _ = http_get(base + paths[-1])
-            etag = headers.get("ETag")
-            if status != 200 or not etag:
-                raise SystemExit(f"GET /v1/eval answered {status} without an ETag")
-            etags.append(etag)
-
-        runs = {}  # the single phases after the rounds, by name
-        rounds: list[dict[str, dict]] = []  # per round: scenario -> result
-
-        def phase(name: str, scenario: str, params: dict, on=None, note="", **kw) -> dict:
-            on = on or target
-            opts = {"threads": args.threads, "connections": args.connections,
-                    "duration": args.duration, **kw}
-            log(f"phase {name}{note} ({opts['connections']} connections, "
-                f"{opts['duration']} s)")
-            return on.wrk(scenario, params, **opts)
-
-        # Warm-up (discarded): first-touch allocations, relevant-attribute
-        # cache; then the OFREP route's own.
-        target.wrk("eval_random", target.random_params(prefix),
-                   threads=args.threads, connections=args.connections, duration=2)
-        target.wrk("ofrep_random", target.ofrep_params(server_key),
-                   threads=args.threads, connections=args.connections, duration=1)
-
-        # The throughput phases, interleaved: round k runs each of them once,
-        # so an eval phase and the /healthz it is compared with are at most
-        # 4 phases apart, not minutes (the machine's speed drifts). The OFREP
-        # phase comes last, so the GET phases keep their places.
-        for k in range(args.rounds):
-            note = f", round {k + 1}/{args.rounds}"
-            rounds.append({
-                "healthz": phase("healthz", "healthz", {}, note=note),
-                # random_params per run: every round's keys are new.
-                "random": phase("random", "eval_random", target.random_params(prefix),
-                                note=note),
-                "repeat": phase("repeat", "eval_repeat", {"paths": paths}, note=note),
-                "revalidate": phase("revalidate", "eval_304",
-                                    {"paths": paths, "etags": etags}, note=note),
-                "ofrep": phase("ofrep", "ofrep_random", target.ofrep_params(server_key),
-                               note=note),
-            })
-
-        def med(values):
-            return statistics.median(values)
-
-        def ratio(a: float, b: float) -> float:
-            return a / b if b else math.nan
-
-        def over_rounds(key: str) -> dict:
-            """One scenario over the rounds: its ratios to each round's own
-            /healthz (per round), the medians of its numbers, its max RSS."""
-            rs = [rd[key] for rd in rounds]
-            return {
-                "rounds": rs,
-                "rps_ratios": [ratio(rd[key]["rps"], rd["healthz"]["rps"]) for rd in rounds],
-                "cpu_ratios": [ratio(rd[key]["server_us"], rd["healthz"]["server_us"])
-                               for rd in rounds],
-                **{f: med([r[f] for r in rs])
-                   for f in ("rps", "server_us", "client_us", "p50_us", "p99_us")},
-                "rss_max_kib": max(r["rss_max_kib"] for r in rs),
-                "wrk": rs[0]["wrk"],
-                "connections": rs[0]["connections"],
-            }
-
-        agg = {key: over_rounds(key)
-               for key in ("healthz", "random", "repeat", "revalidate", "ofrep")}
-
-        # Paced at half the peak eval rate (the median over the rounds). Each
-        # connection waits `delay_ms` on average between an answer and its
-        # next request, so the rate is about connections * 1000 / (delay_ms +
-        # latency): a short calibration run measures it and scales the
-        # connections to hit the target.
-        rate = agg["random"]["rps"] / 2
-        delay_ms = args.pace_delay_ms
-        connections = max(args.threads, round(rate * delay_ms / 1000))
-        log(f"calibrating the paced phase for {rate:,.0f} requests/s")
-        probe = target.wrk("eval_random",
-                           target.random_params(prefix, delay_ms=delay_ms),
-                           threads=args.threads, connections=connections, duration=2)
-        paced_connections = max(args.threads,
-                                min(4000, round(connections * rate / probe["rps"])))
-        runs["paced"] = phase("paced", "eval_random",
-                              target.random_params(prefix, delay_ms=delay_ms),
-                              connections=paced_connections)
-        hwm = rss_kib(server.pid)
-        stop_server(server)
-        server = None
-
-        # The demo environment (`flagbelt demo`, examples/demo.yaml): its
-        # own server on a new port, the same new-context load (the contexts'
-        # attributes are those its rules read: country, app.version, email,
-        # plan, beta, signup).
-        port = free_port()
-        demo_base = f"http://127.0.0.1:{port}"
-        demo_log = os.path.join(work, "demo.log")
-        server = start_server([args.binary, "demo", "--listen", f"127.0.0.1:{port}"],
-                              demo_log, demo_base, quiet)
-        demo_idle = rss_kib(server.pid)
-        with open(demo_log) as f:
-            m = re.search(r"^\s*public key\s+(\S+)$", f.read(), re.M)
-        demo_key = m.group(1) if m else DEMO_PUBLIC_KEY
-        demo = Target(demo_base, server.pid, work, "demo")
-        demo_prefix = f"/v1/eval/{demo_key}/"
-        status, _, body = http_get(demo_base + demo_prefix + b64url(context(1)))
-        if status != 200:
-            raise SystemExit(f"demo: GET /v1/eval answered {status}: {body[:200]!r}")
-        demo_visible = len(json.loads(body)["flags"])
-        log(f"demo environment: {demo_visible} client-visible flags per answer, "
-            f"{len(body)} bytes")
-        runs["demo"] = phase("demo", "eval_random", demo.random_params(demo_prefix),
-                             on=demo)
-        runs["demo paced"] = phase("demo paced", "eval_random",
-                                   demo.random_params(demo_prefix, delay_ms=delay_ms),
-                                   on=demo, connections=paced_connections)
-        demo_hwm = rss_kib(server.pid)
-        stop_server(server)
-        server = None
-
-        # The tables.
-        n_rounds = len(rounds)
-        base_a = agg["healthz"]
-        rows = [
-            ("GET /healthz (baseline)", "healthz", "/healthz", "200"),
-            ("GET /v1/eval, new context every request", "random", eval_route, "200"),
-            (f"GET /v1/eval, {args.repeat} repeating contexts", "repeat", eval_route, "200"),
-            ("GET /v1/eval + If-None-Match (revalidation)", "revalidate", eval_route, "304"),
-            ("POST /ofrep/v1/evaluate/flags (server key), new context every request", "ofrep",
-             OFREP_PATH, "200"),
-        ]
-        demo_rows = [
-            ("GET /v1/eval, new context every request", "demo", eval_route, "200"),
-            ("GET /v1/eval, new contexts, paced", "demo paced", eval_route, "200"),
-        ]
-        wrong = []
-
-        def ratio_cell(values: list[float]) -> str:
-            """The median of the per-round ratios and their range."""
-            if n_rounds == 1:
-                return f"{values[0]:.2f}"
-            return f"**{med(values):.2f}** ({min(values):.2f}–{max(values):.2f})"
-
-        def answers_cell(rs: list[dict], route: str, expected: str, label: str) -> str:
-            """check_answers for every round's run: one text if all agree."""
-            texts = []
-            for k, r in enumerate(rs):
-                text, ok = check_answers(r, route, expected)
-                texts.append(text)
-                if not ok:
-                    wrong.append(label if len(rs) == 1 else f"{label} (round {k + 1})")
-            if len(set(texts)) == 1:
-                return texts[0] + (f" (each of {len(rs)} rounds)" if len(rs) > 1 else "")
-            return "; ".join(f"round {k + 1}: {t}" for k, t in enumerate(texts))
-
-        print()
-        print(f"flagbelt load test: {visible}-flag client view, {os.cpu_count()} CPUs shared "
-              f"by wrk and the server, all on 127.0.0.1. Throughput phases: wrk "
-              f"{base_a['wrk']} each, {n_rounds} interleaved round"
-              f"{'s' if n_rounds != 1 else ''} of healthz, random, repeat, revalidate, ofrep "
-              f"(server key: all {target.ofrep_flags} flags, the client view and `base`); "
-              "a ratio is taken to the /healthz of the same round, and the table gives "
-              "the **median of the per-round ratios** (min–max over the rounds in "
-              "parentheses); requests/s, CPU µs/req, p50 and p99 are medians over the "
-              f"rounds. Paced: one run after the rounds, wrk {runs['paced']['wrk']}, "
-              f"0-{2 * delay_ms} ms between requests per connection. CPU µs/req: process "
-              "CPU time (user + system) during the phase over wrk's completed requests.")
-        print()
-        print("| route | requests/s | ratio to /healthz | server CPU µs/req | ratio to /healthz "
-              "| client CPU µs/req | p50 | p99 | answers |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
-        for label, key, route, expected in rows:
-            a = agg[key]
-            answers = answers_cell(a["rounds"], route, expected, label)
-            rps_cell = "1.00" if key == "healthz" else ratio_cell(a["rps_ratios"])
-            cpu_cell = "1.00" if key == "healthz" else ratio_cell(a["cpu_ratios"])
-            print(f"| {label} | {a['rps']:,.0f} | {rps_cell} | {a['server_us']:.1f} | "
-                  f"{cpu_cell} | {a['client_us']:.1f} | {fmt_ms(a['p50_us'])} | "
-                  f"{fmt_ms(a['p99_us'])} | {answers} |")
-        r = runs["paced"]
-        label = (f"GET /v1/eval, new contexts, paced at {r['rps'] / agg['random']['rps']:.0%} "
-                 "of its peak (one run¹)")
-        answers = answers_cell([r], eval_route, "200", label)
-        print(f"| {label} | {r['rps']:,.0f} | {ratio(r['rps'], base_a['rps']):.2f} | "
-              f"{r['server_us']:.1f} | {ratio(r['server_us'], base_a['server_us']):.2f} | "
-              f"{r['client_us']:.1f} | {fmt_ms(r['p50_us'])} | {fmt_ms(r['p99_us'])} | "
-              f"{answers} |")
-        print()
-        print("¹ Its ratios are to the median /healthz of the rounds, measured up to a "
-              "minute earlier: they carry the machine's drift (±15 %) that the "
-              "same-round ratios above do not.")
-        print()
-        print(f"Per-round ratios to the same round's /healthz (rounds 1..{n_rounds}):")
-        print()
-        for key in ("random", "repeat", "revalidate", "ofrep"):
-            a = agg[key]
-            print(f"- {key}: requests/s " + " ".join(f"{x:.2f}" for x in a["rps_ratios"])
-                  + "; server CPU " + " ".join(f"{x:.2f}" for x in a["cpu_ratios"]))
-        print("- healthz itself (absolute): requests/s "
-              + " ".join(f"{r['rps']:,.0f}" for r in base_a["rounds"])
-              + "; server CPU µs/req "
-              + " ".join(f"{r['server_us']:.1f}" for r in base_a["rounds"]))
-        print("- other processes' CPU (max over the round's phases; a round well above 0 % "
-              "was disturbed): " + " ".join(f"{max(r['other_cpu'] for r in rd.values()):.0%}"
-                                            for rd in rounds))
-        print()
-        scenarios = [(k, agg[k]) for _, k, _, _ in rows] + [("paced", runs["paced"])]
-        peak = max(a["rss_max_kib"] for _, a in scenarios)
-        print(f"Server RSS: {idle.get('VmRSS', 0) / 1024:.1f} MiB idle after preload; "
-              f"{peak / 1024:.1f} MiB max sampled under load; "
-              f"{hwm.get('VmHWM', 0) / 1024:.1f} MiB high-water mark (VmHWM).")
-        print("Per phase (max VmRSS, over all rounds): " + ", ".join(
-            f"{k} {a['rss_max_kib'] / 1024:.1f} MiB" for k, a in scenarios))
-        print()
-        print(f"Demo environment (`flagbelt demo`, {demo_visible}-flag client view), "
-              "new-context load (one run each):")
-        print()
-        print("| route | connections | requests/s | server CPU µs/req | client CPU µs/req "
-              "| p50 | p99 | max VmRSS | answers |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
-        for label, key, route, expected in demo_rows:
-            r = runs[key]
-            answers = answers_cell([r], route, expected, f"demo: {label}")
-            print(f"| {label} | {r['connections']} | {r['rps']:,.0f} | {r['server_us']:.1f} | "
-                  f"{r['client_us']:.1f} | {fmt_ms(r['p50_us'])} | {fmt_ms(r['p99_us'])} | "
-                  f"{r['rss_max_kib'] / 1024:.1f} MiB | {answers} |")
-        print()
-        top = max((runs[k] for _, k, _, _ in demo_rows), key=lambda r: r["rss_max_kib"])
-        demo_max = top["rss_max_kib"] / 1024
-        print(f"Demo environment RSS: idle {demo_idle.get('VmRSS', 0) / 1024:.1f} MiB, "
-              f"max under load {demo_max:.1f} MiB ({top['connections']} connections); "
-              f"VmHWM {demo_hwm.get('VmHWM', 0) / 1024:.1f} MiB "
-              f"(target ≤ 40 MiB: {'met' if demo_hwm.get('VmHWM', 0) <= 40 * 1024 else 'NOT met'}).")
-        print()
-        print("CPU used by other processes during each phase (noise; share of all "
-              "CPUs; per round for the rounds): "
-              + ", ".join(f"{k} " + "/".join(f"{r['other_cpu']:.0%}" for r in agg[k]["rounds"])
-                          for _, k, _, _ in rows)
-              + ", " + ", ".join(f"{k} {r['other_cpu']:.0%}" for k, r in runs.items())
-              + ".")
-        if wrong:
-            raise SystemExit(f"unexpected answers in: {wrong} (see the answers column)")
+        print_report(run_scenarios(args, work, started))
     finally:
-        stop_server(server)
+        for server in started:
+            stop_server(server)
         shutil.rmtree(work, ignore_errors=True)
 
 
