@@ -29,7 +29,8 @@ use serde_saphyr::{Location, MessageFormatter, Spanned};
 
 use crate::eval::model;
 use crate::ruleset::compile::{self, CompileError, ErrorKind, Place};
-use crate::ruleset::proto::{self, Operator};
+use crate::ruleset::operator::{Operands, Spec};
+use crate::ruleset::proto;
 
 /// An authoring error. Every variant displays as one line that starts with the
 /// YAML location (`line 14: flag `new-checkout`, rule 2, ...`).
@@ -608,32 +609,6 @@ fn to_json(src: &str, node: &Spanned<Node>) -> Result<Json, AuthoringError> {
 // Document -> proto, recording lines.
 // ---------------------------------------------------------------------------
 
-/// What a condition's `values` are read as.
-#[derive(Clone, Copy)]
-enum Operands {
-    /// Typed as authored (`42` a number, `"42"` a string).
-    Typed(&'static str),
-    /// Strings; bare scalars give their source text.
-    Text,
-    /// No values (`exists`, `not_exists`); the text says so in messages.
-    None(&'static str),
-}
-
-fn operator(name: &str) -> Option<(Operator, Operands)> {
-    use Operator as O;
-    let op = (1..)
-        .map_while(|n| Operator::try_from(n).ok())
-        .find(|&op| compile::op_name(op) == name)?;
-    let operands = match op {
-        O::Eq | O::Neq | O::In | O::NotIn => Operands::Typed("string, number or boolean"),
-        O::Lt | O::Lte | O::Gt | O::Gte => Operands::Typed("number"),
-        O::Before | O::After => Operands::Typed("timestamp (RFC 3339 string or epoch ms)"),
-        O::Exists | O::NotExists => Operands::None("no"),
-        _ => Operands::Text,
-    };
-    Some((op, operands))
-}
-
 struct Builder<'a> {
     src: &'a str,
     lines: Lines,
@@ -888,21 +863,22 @@ impl Builder<'_> {
                 at,
             ));
         };
-        let Some((operator, operands)) = operator(&op.value) else {
+        let Some(spec) = Spec::by_name(&op.value) else {
             return Err(invalid(
                 place.clone().field("op"),
                 ErrorKind::UnknownOperator(op.value),
                 &op.referenced,
             ));
         };
-        let op_name = compile::op_name(operator);
+        let op_name = spec.name;
+        let operands = spec.family.operands();
         let vplace = || place.clone().field("values");
         let (values, vloc) = match values {
             Some(v) => (v.value, v.referenced),
             None => (Vec::new(), *at),
         };
         match operands {
-            Operands::None(_) if !values.is_empty() => {
+            Operands::None if !values.is_empty() => {
                 return Err(invalid(
                     vplace(),
                     ErrorKind::UnexpectedValues(op_name),
@@ -917,12 +893,12 @@ impl Builder<'_> {
         let values = values
             .iter()
             .map(|v| {
-                let wrong = |expected| {
+                let wrong = || {
                     invalid(
                         vplace(),
                         ErrorKind::WrongValueType {
                             op: op_name,
-                            expected,
+                            expected: operands.expected(),
                             got: v.value.describe(),
                         },
                         &v.referenced,
@@ -930,29 +906,23 @@ impl Builder<'_> {
                 };
                 use proto::scalar::Kind as S;
                 let kind = match operands {
-                    Operands::Text => {
-                        S::StringValue(text_of(self.src, v).ok_or_else(|| wrong("string"))?)
-                    }
+                    Operands::Text => S::StringValue(text_of(self.src, v).ok_or_else(wrong)?),
                     // `None` has no values here (checked above).
-                    Operands::Typed(expected) | Operands::None(expected) => {
-                        match typed(self.src, v) {
-                            Node::Bool(b) => S::BoolValue(b),
-                            Node::Int(i) => S::IntValue(i),
-                            Node::Uint(u) => S::UintValue(u),
-                            Node::Float(f) => S::FloatValue(f),
-                            Node::Str(s) => S::StringValue(s),
-                            Node::Null | Node::Seq(_) | Node::Map(_) => {
-                                return Err(wrong(expected));
-                            }
-                        }
-                    }
+                    Operands::Typed(_) | Operands::None => match typed(self.src, v) {
+                        Node::Bool(b) => S::BoolValue(b),
+                        Node::Int(i) => S::IntValue(i),
+                        Node::Uint(u) => S::UintValue(u),
+                        Node::Float(f) => S::FloatValue(f),
+                        Node::Str(s) => S::StringValue(s),
+                        Node::Null | Node::Seq(_) | Node::Map(_) => return Err(wrong()),
+                    },
                 };
                 Ok(proto::Scalar { kind: Some(kind) })
             })
             .collect::<Result<_, AuthoringError>>()?;
         Ok(proto::AttributeTest {
             attr: attr.value,
-            op: operator as i32,
+            op: spec.op as i32,
             values,
         })
     }
