@@ -12,6 +12,7 @@
 //! nor evaluate anything (that is `eval::operators`).
 
 use crate::eval::model::{Cmp, TextOp};
+use crate::ruleset::compile::ErrorKind;
 use crate::ruleset::proto::Operator;
 
 /// The test an operator compiles to, with what distinguishes it within its family.
@@ -133,6 +134,18 @@ impl Spec {
         Some(Self { op, name, family })
     }
 
+    /// Whether `count` values suit this operator: none for `exists` and
+    /// `not_exists`, at least one for every other (the error names the operator).
+    pub fn check_count(self, count: usize) -> Result<(), ErrorKind> {
+        match self.family.operands() {
+            Operands::None if count > 0 => Err(ErrorKind::UnexpectedValues(self.name)),
+            Operands::Text | Operands::Typed(_) if count == 0 => {
+                Err(ErrorKind::EmptyValues(self.name))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The operator whose wire number is `n`, if there is one (`0`, unspecified,
     /// is none).
     pub fn from_wire(n: i32) -> Option<Self> {
@@ -193,5 +206,17 @@ mod tests {
         assert_eq!(operands("lt"), Some(Operands::Typed("number")));
         assert!(matches!(operands("not_in"), Some(Operands::Typed(_))));
         assert!(matches!(operands("after"), Some(Operands::Typed(_))));
+    }
+
+    #[test]
+    fn value_counts() {
+        let spec = |name| Spec::by_name(name).unwrap();
+        assert_eq!(spec("exists").check_count(0), Ok(()));
+        assert_eq!(
+            spec("not_exists").check_count(1),
+            Err(ErrorKind::UnexpectedValues("not_exists"))
+        );
+        assert_eq!(spec("in").check_count(0), Err(ErrorKind::EmptyValues("in")));
+        assert_eq!(spec("matches").check_count(2), Ok(()));
     }
 }

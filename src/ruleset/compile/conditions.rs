@@ -136,15 +136,8 @@ fn attribute_test(
         values: &t.values,
         strings,
     };
-    match ops.takes {
-        operator::Operands::None if !t.values.is_empty() => {
-            return Err(ops.error(ErrorKind::UnexpectedValues(spec.name)));
-        }
-        operator::Operands::Text | operator::Operands::Typed(_) if t.values.is_empty() => {
-            return Err(ops.error(ErrorKind::EmptyValues(spec.name)));
-        }
-        _ => {}
-    }
+    spec.check_count(t.values.len())
+        .map_err(|kind| ops.error(kind))?;
     let mut test = match spec.family {
         Family::Presence { exists: true } => Test::Exists,
         Family::Presence { exists: false } => Test::NotExists,
