@@ -101,8 +101,7 @@ impl Spec {
     /// The table: every operator's name and family. `None` for
     /// `Operator::Unspecified`, which is not an operator but a missing one.
     ///
-    /// (A `match` listing all 22 operators, so it is longer than a function
-    /// should be; being exhaustive, it cannot miss one the proto adds.)
+    /// An exhaustive `match`, so an operator the proto adds cannot be missed.
     pub fn of(op: Operator) -> Option<Self> {
         use Family as F;
         use Operator as O;
