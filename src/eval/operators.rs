@@ -239,9 +239,12 @@ pub fn epoch_millis_to_nanos(n: &Number) -> Option<i128> {
 /// - Missing (or `null`): only `not_exists` holds; `exists` holds for any present
 ///   value, an empty list or object included.
 /// - A list attribute holds a positive operator if any element does, and a negative
-///   one (`neq`/`not_in`, `not_contains`) if it holds for every element, so an
-///   empty list holds every negative and no positive operator. Elements are plain
-///   values: a nested list or a `null` element is a value of the wrong type.
+///   one (`neq`/`not_in`, `not_contains`) if no element matches its operands, so an
+///   empty list holds every negative and no positive operator. An element of
+///   another type, a `null`, an object or a nested list matches nothing: it never
+///   makes a positive operator hold, and never stops a negative one from holding.
+/// - A scalar of the wrong type makes the condition false, negated ones too, except
+///   for `neq`/`not_in`, which hold across types (different types are never equal).
 /// - Each operand list is "any operand holds" for positive operators and "no
 ///   operand matches" for negative ones.
 pub(crate) fn test_holds(test: &Test, value: Option<&Value>) -> bool {
@@ -254,7 +257,7 @@ pub(crate) fn test_holds(test: &Test, value: Option<&Value>) -> bool {
         (Test::NotExists, _) => false,
         (_, Value::Array(items)) => {
             if is_negative(test) {
-                items.iter().all(|item| value_holds(test, item))
+                !items.iter().any(|item| operands_match(test, item))
             } else {
                 items.iter().any(|item| value_holds(test, item))
             }
@@ -271,21 +274,36 @@ fn is_negative(test: &Test) -> bool {
     )
 }
 
+/// Whether `value` matches one of the operands of an equality or text test, read
+/// positively (its `negate` ignored). A value of another type matches nothing;
+/// the other tests have no operands to match here and answer `false`.
+///
+/// The negative operators are "no operand matches", over a list "no element
+/// matches": both are the negation of this one function, so a list element of
+/// another type can never stop them from holding.
+fn operands_match(test: &Test, value: &Value) -> bool {
+    match test {
+        Test::Equals { values, .. } => values.iter().any(|s| scalar_equals(s, value)),
+        Test::Text { op, values, .. } => match value {
+            Value::String(s) => values.iter().any(|operand| text_holds(*op, s, operand)),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 /// One (non-list, or list element) value against `test`.
 fn value_holds(test: &Test, value: &Value) -> bool {
     match test {
         Test::Exists => !value.is_null(),
         Test::NotExists => value.is_null(),
-        Test::Equals { values, negate } => {
-            let any = values.iter().any(|s| scalar_equals(s, value));
-            any != *negate
-        }
-        Test::Text { op, values, negate } => {
-            let Value::String(s) = value else {
-                return false; // wrong type: false, negated or not
-            };
-            let any = values.iter().any(|operand| text_holds(*op, s, operand));
-            any != *negate
+        // Different types are never equal, so `neq`/`not_in` hold across types.
+        Test::Equals { negate, .. } => operands_match(test, value) != *negate,
+        Test::Text { negate, .. } => {
+            if !value.is_string() {
+                return false; // a scalar of the wrong type: false, negated or not
+            }
+            operands_match(test, value) != *negate
         }
         Test::Matches(regexes) => match value {
             Value::String(s) => regexes.iter().any(|re| re.is_match(s)),
@@ -579,7 +597,10 @@ mod tests {
                 (json!(true), false),
                 (json!(["x", "y"]), true),
                 (json!(["x", "corp"]), false),
-                (json!(["x", 1]), false), // every element must hold
+                (json!(["x", 1]), true), // an element of another type matches nothing
+                (json!(["x", ["corp"]]), true), // nor does a nested list
+                (json!([null, {"a": "corp"}]), true),
+                (json!([1, "corp"]), false),
                 (json!([]), true),
             ],
         );

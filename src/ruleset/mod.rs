@@ -14,6 +14,7 @@ pub mod compile;
 pub mod hex;
 pub mod keys;
 pub mod manifest;
+pub mod operator;
 pub mod proto;
 pub mod verify;
 

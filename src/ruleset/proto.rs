@@ -23,12 +23,8 @@ pub(crate) fn key_kind_name<S: serde::Serializer>(kind: &i32, s: S) -> Result<S:
 
 /// Serialises an `Operator` number by its authoring name (`semver_gte`).
 pub(crate) fn operator_name<S: serde::Serializer>(op: &i32, s: S) -> Result<S::Ok, S::Error> {
-    match Operator::try_from(*op) {
-        Ok(o) if o != Operator::Unspecified => s.serialize_str(
-            &o.as_str_name()
-                .trim_start_matches("OPERATOR_")
-                .to_ascii_lowercase(),
-        ),
-        _ => s.serialize_i32(*op),
+    match crate::ruleset::operator::Spec::from_wire(*op) {
+        Some(spec) => s.serialize_str(spec.name),
+        None => s.serialize_i32(*op),
     }
 }

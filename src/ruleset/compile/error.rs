@@ -1,0 +1,273 @@
+//! Compile errors: what is wrong ([`ErrorKind`]) and where ([`Place`]: the flag,
+//! segment or key, rule, condition and field, as a person finds them in the
+//! YAML). `authoring` maps a `Place` to a YAML line, so places must name fields
+//! as authored (`values`, `serve.rollout.weights`, `variants.on`).
+//!
+//! It must not decide what is valid (the other `compile` modules do).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use super::graph::{MAX_FLAG_COST, MAX_RULESET_COST};
+
+/// Where in a ruleset an error is. Rule and condition numbers are 1-based, as a
+/// person counts them in the YAML.
+///
+/// Compilation carries a `Place` down to every condition on the success path, so
+/// clones are cheap: names are shared (`Arc<str>`) and field names are usually
+/// static.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Place {
+    /// The flag, if the error is inside one.
+    pub flag: Option<Arc<str>>,
+    /// The segment, if the error is inside one.
+    pub segment: Option<Arc<str>>,
+    /// The API key id, if the error is in a key.
+    pub key: Option<Arc<str>>,
+    /// Rule number (1-based).
+    pub rule: Option<usize>,
+    /// Condition number within the rule (1-based).
+    pub condition: Option<usize>,
+    /// Field name as authored (`values`, `serve`, `variants.on`, ...).
+    pub field: Option<Cow<'static, str>>,
+}
+
+impl Place {
+    /// The top level of the ruleset.
+    pub fn root() -> Self {
+        Self::default()
+    }
+    /// Inside flag `key`.
+    pub fn flag(key: &str) -> Self {
+        Self {
+            flag: Some(key.into()),
+            ..Self::default()
+        }
+    }
+    /// Inside segment `name`.
+    pub fn segment(name: &str) -> Self {
+        Self {
+            segment: Some(name.into()),
+            ..Self::default()
+        }
+    }
+    /// Inside API key `id`.
+    pub fn key(id: &str) -> Self {
+        Self {
+            key: Some(id.into()),
+            ..Self::default()
+        }
+    }
+    /// The same place, at rule `n` (1-based).
+    pub fn rule(mut self, n: usize) -> Self {
+        self.rule = Some(n);
+        self
+    }
+    /// The same place, at condition `n` (1-based).
+    pub fn condition(mut self, n: usize) -> Self {
+        self.condition = Some(n);
+        self
+    }
+    /// The same place, at field `name`.
+    pub fn field(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.field = Some(name.into());
+        self
+    }
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(k) = &self.key {
+            parts.push(format!("key `{k}`"));
+        }
+        if let Some(s) = &self.segment {
+            parts.push(format!("segment `{s}`"));
+        }
+        if let Some(fl) = &self.flag {
+            parts.push(format!("flag `{fl}`"));
+        }
+        if let Some(r) = self.rule {
+            parts.push(format!("rule {r}"));
+        }
+        if let Some(c) = self.condition {
+            parts.push(format!("condition {c}"));
+        }
+        if let Some(fd) = &self.field {
+            parts.push(format!("field `{fd}`"));
+        }
+        if parts.is_empty() {
+            f.write_str("ruleset")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
+/// What is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ErrorKind {
+    /// `format` is not one this build reads.
+    #[error("unsupported ruleset format {0} (this build reads format {FORMAT})", FORMAT = crate::ruleset::FORMAT)]
+    UnsupportedFormat(u32),
+    /// A name does not match its pattern.
+    #[error("invalid {what} {name:?}: must match {pattern}")]
+    BadName {
+        /// What kind of name (`flag key`, `environment`, ...).
+        what: &'static str,
+        /// The name as given.
+        name: String,
+        /// The pattern it must match.
+        pattern: &'static str,
+    },
+    /// A name is defined twice.
+    #[error("duplicate {what} {name:?}")]
+    Duplicate {
+        /// What kind of name.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A reference to a variant the flag does not have.
+    #[error("unknown variant {0:?}")]
+    UnknownVariant(String),
+    /// A reference to a segment that does not exist.
+    #[error("unknown segment {0:?}")]
+    UnknownSegment(String),
+    /// A reference to a flag that does not exist.
+    #[error("unknown flag {0:?}")]
+    UnknownFlag(String),
+    /// An operator name (or number) that does not exist.
+    #[error("unknown operator {0:?}")]
+    UnknownOperator(String),
+    /// A field name that is not allowed here.
+    #[error("unknown field {0:?}")]
+    UnknownField(String),
+    /// A required field is missing.
+    #[error("missing field {0:?}")]
+    MissingField(&'static str),
+    /// An operator that needs operands has none.
+    #[error("operator `{0}` needs at least one value")]
+    EmptyValues(&'static str),
+    /// `exists`/`not_exists` with operands.
+    #[error("operator `{0}` takes no values")]
+    UnexpectedValues(&'static str),
+    /// An operand of the wrong type for its operator.
+    #[error("operator `{op}` needs {expected} values, got {got}")]
+    WrongValueType {
+        /// Operator name.
+        op: &'static str,
+        /// Expected type.
+        expected: &'static str,
+        /// What was given.
+        got: String,
+    },
+    /// A regex that does not compile.
+    #[error("invalid regex {pattern:?}: {reason}")]
+    BadRegex {
+        /// The pattern.
+        pattern: String,
+        /// The regex crate's message.
+        reason: String,
+    },
+    /// A version that is not (lenient) SemVer.
+    #[error("invalid semver {0:?}")]
+    BadSemver(String),
+    /// A timestamp that is not strict RFC 3339 (nor a number of epoch milliseconds).
+    #[error(
+        "invalid timestamp {0:?}: expected strict RFC 3339 (e.g. 2026-01-31T12:00:00Z) or epoch milliseconds"
+    )]
+    BadTimestamp(String),
+    /// A variant value that is not valid JSON (stored rulesets only).
+    #[error("invalid variant value: {0}")]
+    BadValue(String),
+    /// Variants of one flag with different JSON types.
+    #[error("variants mix types: {first} is {first_type} but {other} is {other_type}")]
+    MixedVariantTypes {
+        /// First variant name.
+        first: String,
+        /// Its type.
+        first_type: &'static str,
+        /// Offending variant name.
+        other: String,
+        /// Its type.
+        other_type: &'static str,
+    },
+    /// A flag without variants.
+    #[error("a flag needs at least one variant")]
+    NoVariants,
+    /// A cycle of prerequisites.
+    #[error("prerequisite cycle: {0}")]
+    PrerequisiteCycle(String),
+    /// A cycle of segments.
+    #[error("segment cycle: {0}")]
+    SegmentCycle(String),
+    /// Deciding one flag would test too many conditions: prerequisites and
+    /// segments are evaluated again on every path that reaches them, so
+    /// shared ones in layers multiply.
+    #[error(
+        "deciding this flag tests up to {visits} conditions through its prerequisites and segments (limit {MAX_FLAG_COST}); shared prerequisites or segments in layers are evaluated once per path: flatten them"
+    )]
+    TooCostly {
+        /// Conditions tested in the worst case (saturating).
+        visits: u64,
+    },
+    /// Evaluating every flag would test too many conditions in all.
+    #[error(
+        "evaluating every flag tests up to {visits} conditions (limit {MAX_RULESET_COST}); each flag evaluates its prerequisites and segments again: share less, or split the environment"
+    )]
+    RulesetTooCostly {
+        /// Conditions tested in the worst case, all flags (saturating).
+        visits: u64,
+    },
+    /// Rollout weights that are out of range.
+    #[error("bad weights: {0}")]
+    BadWeights(String),
+    /// A rule with neither a variant nor a rollout to serve.
+    #[error("rule serves nothing: give a variant name or a rollout")]
+    NothingToServe,
+    /// A key whose kind is missing or unknown.
+    #[error("invalid key kind {0:?}: expected frontend or backend")]
+    BadKeyKind(String),
+    /// A `secret_sha256` that is not 64 hex digits.
+    #[error("secret_sha256 must be 64 hex digits (SHA-256 of the secret's base64url text)")]
+    BadSecretHash,
+    /// `allowed_origins` on a backend key, or a malformed origin.
+    #[error(
+        "invalid allowed origin {0:?}: expected `*` or scheme://host[:port], frontend keys only"
+    )]
+    BadOrigin(String),
+}
+
+/// A compile error: what and where. (Boxed parts keep `Result`s small on the
+/// success path.)
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{place}: {kind}")]
+pub struct CompileError {
+    /// Where.
+    pub place: Box<Place>,
+    /// What.
+    pub kind: Box<ErrorKind>,
+}
+
+impl CompileError {
+    /// An error of `kind` at `place`.
+    pub fn new(place: Place, kind: ErrorKind) -> Self {
+        Self {
+            place: Box::new(place),
+            kind: Box::new(kind),
+        }
+    }
+}
+
+/// `name` is defined twice; `place` is where the names are listed.
+pub(super) fn duplicate(place: Place, what: &'static str, name: &str) -> CompileError {
+    CompileError::new(
+        place,
+        ErrorKind::Duplicate {
+            what,
+            name: name.to_owned(),
+        },
+    )
+}
