@@ -27,16 +27,13 @@ use secrecy::{ExposeSecret as _, SecretString};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use super::caching::FLAGBELT_MIN_VERSION;
 use super::errors::ApiError;
+use super::headers::{FLAGBELT_MIN_VERSION, X_API_KEY};
 use crate::delivery::Snapshot;
 use crate::delivery::environments::{Delivery, EnvError};
 use crate::eval::Audience;
 use crate::eval::model::{ApiKey, KeyKind};
 use crate::ruleset::keys::PresentedKey;
-
-/// `X-API-Key`.
-const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
 
 /// Which keys a route takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

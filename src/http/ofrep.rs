@@ -24,10 +24,11 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
 use super::EvalState;
 use super::auth::{self, Need};
-use super::caching::{self, AnswerKind, Payload, Reply};
+use super::caching::{Payload, Reply};
 use super::errors::{ApiError, OfrepError, Shape};
+use super::etag::{AnswerKind, answer_etag};
 use super::routes::{authenticate, body_bytes, context_from_body, finish};
-use crate::eval::{self, Audience, Evaluation};
+use crate::eval::{self, Audience, Evaluation, context_fingerprint, relevant_attrs_cached};
 
 /// `POST /ofrep/v1/evaluate/flags`: every flag the key sees.
 pub(crate) async fn bulk(
@@ -50,8 +51,8 @@ pub(crate) async fn bulk(
     };
     let snap = &caller.snapshot;
     let audience = caller.audience();
-    let fingerprint = st.relevant.fingerprint(snap, audience, &ctx).await;
-    let etag = caching::answer_etag(
+    let fingerprint = context_fingerprint(relevant_attrs_cached(&snap.ruleset, audience), &ctx);
+    let etag = answer_etag(
         AnswerKind::OfrepBulk,
         snap,
         caller.key_id(),

@@ -18,11 +18,14 @@ use http::HeaderValue;
 use http::header::ACCEPT;
 use serde_json::{Value, json};
 
+use super::answer_cache::PathKey;
 use super::auth::{self, Caller, Need};
-use super::caching::{self, AnswerKind, Payload, Reply};
+use super::caching::{self, Payload, Reply};
 use super::errors::{ApiError, Shape};
+use super::etag::{AnswerKind, answer_etag, if_none_match, ruleset_etag};
+use super::headers::FLAGBELT_MIN_VERSION;
 use super::{BODY_LIMIT, EvalState, MAX_CONTEXT_SEGMENT, OpsState};
-use crate::eval::{self, Answer, Context};
+use crate::eval::{self, Answer, Context, context_fingerprint, relevant_attrs_cached};
 use crate::ruleset::codec;
 
 /// `GET /v1/eval/{public_key}/{context}`: the CDN-cacheable evaluation.
@@ -37,7 +40,7 @@ pub(crate) async fn eval_get(
     let Path((key, segment)) =
         path.map_err(|_| ApiError::BadRequest("malformed request path".to_owned()))?;
     let headers = req.headers();
-    let url = caching::PathKey::of(req.uri().path());
+    let url = PathKey::of(req.uri().path());
     if let Some(res) = remembered(&st, &url, headers).await {
         return Ok(res);
     }
@@ -48,15 +51,11 @@ pub(crate) async fn eval_get(
 
 /// A repeat of a `GET /v1/eval` path answered earlier with the snapshot that
 /// is still current: the same key, context and ruleset, so the same
-/// authentication and the same tag ([`caching::UrlMemo`]). Answered with a
+/// authentication and the same tag ([`super::answer_cache::UrlMemo`]). Answered with a
 /// 304 when the tag matches `If-None-Match`, or with the cached body; `None`
 /// (the full path) otherwise, and always for read-your-writes requests.
-async fn remembered(
-    st: &EvalState,
-    url: &caching::PathKey,
-    headers: &HeaderMap,
-) -> Option<Response> {
-    if headers.contains_key(caching::FLAGBELT_MIN_VERSION) {
+async fn remembered(st: &EvalState, url: &PathKey, headers: &HeaderMap) -> Option<Response> {
+    if headers.contains_key(FLAGBELT_MIN_VERSION) {
         return None;
     }
     let memo = st.answers.recall(url)?;
@@ -64,7 +63,7 @@ async fn remembered(
     if !memo.made_with(&snap) {
         return None;
     }
-    let body = if caching::if_none_match(headers, memo.etag()) {
+    let body = if if_none_match(headers, memo.etag()) {
         None
     } else {
         Some(st.answers.peek(memo.etag())?)
@@ -109,15 +108,15 @@ async fn answer(
     headers: &HeaderMap,
     need: Need,
     ctx: &Context,
-    url: Option<&caching::PathKey>,
+    url: Option<&PathKey>,
 ) -> Result<Response, ApiError> {
     let snap = &caller.snapshot;
     if let Err(e) = caller.require(need) {
         return Ok(caching::stamped(e.render(Shape::Api), snap));
     }
     let audience = caller.audience();
-    let fingerprint = st.relevant.fingerprint(snap, audience, ctx).await;
-    let etag = caching::answer_etag(
+    let fingerprint = context_fingerprint(relevant_attrs_cached(&snap.ruleset, audience), ctx);
+    let etag = answer_etag(
         AnswerKind::Eval,
         snap,
         caller.key_id(),
@@ -260,7 +259,7 @@ pub(crate) async fn ruleset(
             Format::Json => "json",
         };
         Reply::private(snap)
-            .etag(Some(caching::ruleset_etag(snap, name)))
+            .etag(Some(ruleset_etag(snap, name)))
             .stale(caller.stale)
             .vary_accept()
             .send(&headers, &st.directives, || match format {

@@ -27,6 +27,7 @@ use super::EvalState;
 use super::auth::{self, Need};
 use super::caching;
 use super::errors::{ApiError, Shape};
+use super::headers::no_store;
 
 /// Interval of the comment heartbeat.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -62,7 +63,7 @@ pub(crate) async fn stream(
     let mut res = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(HEARTBEAT))
         .into_response();
-    caching::no_store(res.headers_mut());
+    no_store(res.headers_mut());
     caching::stamp(res.headers_mut(), &caller.snapshot);
     // Proxies that buffer (nginx) would hold events back.
     res.headers_mut().insert(
