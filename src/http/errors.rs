@@ -297,6 +297,13 @@ pub(crate) struct OfrepError {
     pub key: Option<String>,
 }
 
+/// An error on the bulk route (no flag key): lets OFREP handlers use `?`.
+impl From<ApiError> for OfrepError {
+    fn from(error: ApiError) -> Self {
+        Self { error, key: None }
+    }
+}
+
 impl IntoResponse for OfrepError {
     fn into_response(self) -> Response {
         match &self.key {

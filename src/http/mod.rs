@@ -26,11 +26,13 @@
 //! | `GET /metrics`, `GET /admin/v1/status`, `POST /admin/v1/reload` | admin token for `/admin` | no-store; on the admin listener when there is one |
 
 mod admin;
+mod answer;
 mod answer_cache;
 mod auth;
 pub mod caching;
 pub mod errors;
 mod etag;
+mod extract;
 pub mod headers;
 mod ofrep;
 mod peers;

@@ -17,7 +17,6 @@
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream};
@@ -27,6 +26,7 @@ use super::EvalState;
 use super::auth::{self, Need};
 use super::caching;
 use super::errors::{ApiError, Shape};
+use super::extract::ApiKey;
 use super::headers::no_store;
 
 /// Interval of the comment heartbeat.
@@ -42,11 +42,10 @@ pub(crate) struct StreamQuery {
 pub(crate) async fn stream(
     State(st): State<EvalState>,
     Query(query): Query<StreamQuery>,
-    headers: HeaderMap,
+    key: Result<ApiKey, ApiError>,
 ) -> Result<Response, ApiError> {
-    let from_query = query.key;
-    let key = match (auth::header_key(&headers), from_query) {
-        (Ok(k), _) => k.to_owned(),
+    let key = match (key, query.key) {
+        (Ok(k), _) => k.into_string(),
         (Err(_), Some(k)) => k,
         (Err(e), None) => return Err(e),
     };
