@@ -107,36 +107,34 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
+    /// Paused time: the clock only moves when every task is idle, so the
+    /// max age is reached exactly, with no real sleeping.
+    #[tokio::test(start_paused = true)]
     async fn a_version_change_is_one_event_and_the_stream_ends_at_max_age() {
         let (tx, rx) = tokio::sync::watch::channel(1u64);
-        let mut events = Box::pin(version_events(
-            rx,
-            "prod".into(),
-            Duration::from_millis(300),
-        ));
+        let max_age = Duration::from_secs(300);
+        let start = tokio::time::Instant::now();
+        let mut events = Box::pin(version_events(rx, "prod".into(), max_age));
         tx.send_replace(2);
-        let first = tokio::time::timeout(Duration::from_secs(1), events.next())
-            .await
-            .expect("an event")
-            .expect("stream open");
+        let first = events.next().await.expect("stream open");
         assert!(first.is_ok());
-        let start = std::time::Instant::now();
-        let end = tokio::time::timeout(Duration::from_secs(2), events.next())
-            .await
-            .expect("the stream ends");
-        assert!(end.is_none());
-        assert!(start.elapsed() < Duration::from_secs(1));
+        assert_eq!(start.elapsed(), Duration::ZERO, "the event is immediate");
+        let end = events.next().await;
+        assert!(end.is_none(), "the stream ends");
+        assert_eq!(start.elapsed(), max_age, "exactly at max age");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_evicted_environment_ends_the_stream() {
         let (tx, rx) = tokio::sync::watch::channel(1u64);
+        let start = tokio::time::Instant::now();
         let mut events = Box::pin(version_events(rx, "prod".into(), Duration::from_secs(600)));
         drop(tx);
-        let end = tokio::time::timeout(Duration::from_secs(1), events.next())
-            .await
-            .expect("the stream ends");
-        assert!(end.is_none());
+        assert!(events.next().await.is_none());
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "ends at once, not at max age"
+        );
     }
 }
