@@ -18,8 +18,8 @@
 //!   metrics and admin: `no-store`, never an ETag.
 //! - The API description (`GET /openapi.json`): `public, max-age=3600`.
 //!
-//! The tags themselves are derived in [`super::etag`], answer bodies are kept
-//! in [`super::answer_cache`], and header names live in [`super::headers`];
+//! The tags themselves are derived in `etag`, answer bodies are kept
+//! in `answer_cache`, and header names live in [`super::headers`];
 //! this module is the one that puts any of them on a response. (The one other
 //! writer is `headers::no_store`, which errors use: see that module.)
 //!

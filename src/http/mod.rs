@@ -12,6 +12,17 @@
 //! except through [`Delivery`], or log URLs (a public key is in the eval path):
 //! spans and metrics carry the route template only.
 //!
+//! The modules, leaves last:
+//!
+//! - `routes`, `ofrep`, `stream`, `admin`: the handlers; `peers`: reload fan-out.
+//! - `extract`: reading a request's inputs (the `ApiKey` extractor, contexts).
+//! - `auth`: matching a key against a snapshot, key kinds, visibility, the
+//!   admin token.
+//! - `answer`: the one pipeline of the evaluate-everything routes.
+//! - [`caching`]: cache policy, `Vary`, CORS, the 304; `etag`: deriving and
+//!   matching validators; `answer_cache`: answer bodies and the `GET` path memo.
+//! - [`errors`]: every error response; [`headers`]: header names and `no_store`.
+//!
 //! Routes (DESIGN.md, "HTTP surface"); [`ROUTES`] is the table the routers
 //! are built from, and the OpenAPI document is tested against it:
 //!

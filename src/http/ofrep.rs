@@ -13,7 +13,7 @@
 //! a server-only flag gets `FLAG_NOT_FOUND`, exactly as for a flag that does not
 //! exist. The single-flag answer carries no ETag (OFREP leaves its caching to
 //! the client). Must not: evaluate differently from `/v1/eval`, or write cache
-//! headers (that is [`caching`]).
+//! headers (that is [`super::caching`]).
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
