@@ -1231,75 +1231,81 @@ async fn min_version_catches_up_or_answers_stale() {
     let (rig, _, app) = app().await;
     let ctx = json!({"targetingKey": "u1"});
     rig.publish(2).await;
-
-    // Without the header the instance serves what it holds (polls are hourly here).
-    let res = send(
+    let eval = |min: Option<&str>| {
+        let mut b = get(&eval_uri(&rig.web, &ctx));
+        if let Some(v) = min {
+            b = b.header("flagbelt-min-version", v);
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    check_all(
         &app,
-        get(&eval_uri(&rig.web, &ctx)).body(Body::empty()).unwrap(),
+        vec![
+            // Without the header the instance serves what it holds (polls are
+            // hourly here).
+            Case::new("no header", eval(None), StatusCode::OK)
+                .headers([("ruleset-version", is("1"))]),
+            // With it, the instance catches up before answering.
+            Case::new("min version 2", eval(Some("2")), StatusCode::OK)
+                .headers([
+                    ("ruleset-version", is("2")),
+                    ("cache-control", is(CDN_CC)),
+                    ("flagbelt-stale", Want::Absent),
+                ])
+                .then(|res| assert_eq!(res.json()["version"], 2)),
+        ],
     )
     .await;
-    assert_eq!(res.header("ruleset-version"), "1");
-
-    // With it, the instance catches up before answering.
-    let res = send(
-        &app,
-        get(&eval_uri(&rig.web, &ctx))
-            .header("flagbelt-min-version", "2")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(res.status, StatusCode::OK);
-    assert_eq!(res.header("ruleset-version"), "2");
-    assert_eq!(res.json()["version"], 2);
-    assert_eq!(res.header(CACHE_CONTROL), CDN_CC);
-    assert!(res.headers.get("flagbelt-stale").is_none());
-
     // A version nobody published: answered from what it has, marked stale,
-    // never cacheable and without a validator.
+    // never cacheable and without a validator; OFREP too.
+    let stale = || {
+        [
+            ("flagbelt-stale", is("true")),
+            ("cache-control", is("no-store")),
+        ]
+    };
     let start = std::time::Instant::now();
-    let res = send(
-        &app,
-        get(&eval_uri(&rig.web, &ctx))
-            .header("flagbelt-min-version", "99")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    Case::new("min version 99", eval(Some("99")), StatusCode::OK)
+        .headers(stale())
+        .headers([
+            ("etag", Want::Absent),
+            ("surrogate-key", Want::Absent),
+            ("ruleset-version", is("2")),
+        ])
+        .then(|res| {
+            let v = res.json();
+            assert!(
+                v["flags"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .all(|f| f["reason"] == "STALE"),
+                "{v}"
+            );
+        })
+        .check(&app)
+        .await;
     assert!(start.elapsed() < Duration::from_secs(3));
-    assert_eq!(res.status, StatusCode::OK);
-    assert_eq!(res.header("flagbelt-stale"), "true");
-    assert_eq!(res.header(CACHE_CONTROL), "no-store");
-    assert!(res.headers.get(ETAG).is_none());
-    assert!(res.headers.get("surrogate-key").is_none());
-    assert_eq!(res.header("ruleset-version"), "2");
-    let v = res.json();
-    assert!(
-        v["flags"]
-            .as_object()
-            .unwrap()
-            .values()
-            .all(|f| f["reason"] == "STALE"),
-        "{v}"
-    );
-    // OFREP too.
-    let res = send(
-        &app,
+    Case::new(
+        "OFREP, min version 99",
         Request::post("/ofrep/v1/evaluate/flags")
             .header("x-api-key", &rig.api)
             .header("flagbelt-min-version", "99")
             .body(Body::from("{}"))
             .unwrap(),
+        StatusCode::OK,
     )
+    .headers(stale())
+    .then(|res| {
+        let flags = res.json()["flags"].as_array().unwrap().clone();
+        assert!(
+            flags
+                .iter()
+                .all(|f| f["reason"] == "STALE" && f.get("variant").is_some())
+        );
+    })
+    .check(&app)
     .await;
-    assert_eq!(res.header("flagbelt-stale"), "true");
-    assert_eq!(res.header(CACHE_CONTROL), "no-store");
-    let flags = res.json()["flags"].as_array().unwrap().clone();
-    assert!(
-        flags
-            .iter()
-            .all(|f| f["reason"] == "STALE" && f.get("variant").is_some())
-    );
 }
 
 #[tokio::test]
