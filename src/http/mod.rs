@@ -430,12 +430,10 @@ fn api(limits: Limits) -> Router<AppState> {
     browser.merge(server).merge(streams)
 }
 
-/// Compression level of gzip and brotli answers: 1. Measured on the 3 KB
-/// 50-flag answer (server CPU per request above the identity answer, and the
-/// compressed size): brotli 11 (the codec's default) +28 µs; brotli 4 +22 to
-/// +33 µs, 264 B; brotli 1 +8 µs, 343 B; gzip 6 +17 µs; gzip 4 +12 to +18 µs,
-/// 333 B; gzip 1 +7 µs, 378 B. Each answer is compressed afresh (a new
-/// encoder with its tables), so the level's set-up cost dominates.
+/// Compression level of gzip and brotli answers: 1. Each answer is compressed
+/// afresh (a new encoder with its tables), so a level's set-up cost dominates
+/// and higher levels cost more CPU than the bytes they save are worth; the
+/// measurements are in the README ("Cache semantics", compression).
 const COMPRESSION_QUALITY: CompressionLevel = CompressionLevel::Precise(1);
 /// Answers smaller than this go out uncompressed (a few hundred bytes of JSON
 /// gain less than the headers and CPU cost).
