@@ -1,9 +1,10 @@
 //! Who is calling: API keys (public and server) and the admin token.
 //!
-//! Owns reading a key from a request (`Authorization: Bearer` or `X-API-Key`,
-//! or the path of `GET /v1/eval`), loading the key's environment (honouring
+//! Owns (once a key was read from the request by [`super::extract`], or from
+//! the path of `GET /v1/eval`) loading the key's environment (honouring
 //! `Flagbelt-Min-Version`), matching the key against that snapshot in constant
-//! time, the kind check (public vs server), and the admin token check.
+//! time, the kind check (public vs server), which flags a key may see
+//! ([`Caller::sees`]), and the admin token check.
 //!
 //! Order, and why: parse the key (401 if malformed), load the environment it
 //! names (401 "unknown API key" if there is no such environment, so callers
@@ -27,16 +28,13 @@ use secrecy::{ExposeSecret as _, SecretString};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use super::caching::FLAGBELT_MIN_VERSION;
 use super::errors::ApiError;
+use super::headers::FLAGBELT_MIN_VERSION;
 use crate::delivery::Snapshot;
 use crate::delivery::environments::{Delivery, EnvError};
 use crate::eval::Audience;
-use crate::eval::model::{ApiKey, KeyKind};
+use crate::eval::model::{ApiKey, Flag, KeyKind};
 use crate::ruleset::keys::PresentedKey;
-
-/// `X-API-Key`.
-const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
 
 /// Which keys a route takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +78,14 @@ impl Caller {
         }
     }
 
+    /// True when the key may see `flag`: a server key sees every flag, a
+    /// public key the client-visible ones (`client: true`). The one place
+    /// that rule is written for the HTTP layer; evaluating everything an
+    /// audience sees applies the same rule in `eval::evaluate_all`.
+    pub(crate) fn sees(&self, flag: &Flag) -> bool {
+        self.audience() == Audience::All || flag.client
+    }
+
     /// 403 when the key is the wrong kind for the route.
     pub(crate) fn require(&self, need: Need) -> Result<(), ApiError> {
         match (need, self.kind) {
@@ -100,21 +106,8 @@ impl Caller {
     }
 }
 
-/// The key sent in headers: `Authorization: Bearer <key>` (scheme
-/// case-insensitive) or `X-API-Key: <key>`; `Authorization` wins when both
-/// are sent.
-pub(crate) fn header_key(headers: &HeaderMap) -> Result<&str, ApiError> {
-    if let Some(v) = headers.get(AUTHORIZATION) {
-        return bearer(v).ok_or(ApiError::MissingKey);
-    }
-    match headers.get(X_API_KEY) {
-        Some(v) => v.to_str().map(str::trim).map_err(|_| ApiError::UnknownKey),
-        None => Err(ApiError::MissingKey),
-    }
-}
-
 /// The token of `Authorization: Bearer <token>`.
-fn bearer(v: &http::HeaderValue) -> Option<&str> {
+pub(super) fn bearer(v: &http::HeaderValue) -> Option<&str> {
     let text = v.to_str().ok()?.trim();
     let (scheme, token) = text.split_once(' ')?;
     scheme

@@ -11,7 +11,7 @@
 //! cause chain, and answered with a generic message), echo API keys or admin
 //! tokens (no variant holds presented key text; [`KeyFormatError`] messages
 //! carry only lengths), or write cache headers itself: it asks
-//! `caching::no_store`, the only writer of cache headers.
+//! `headers::no_store` (and never depends on [`super::caching`]).
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -21,7 +21,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 use serde_json::json;
 
-use super::caching;
+use super::headers::no_store;
 use crate::ruleset::keys::KeyFormatError;
 
 /// A boxed cause for [`ApiError::Internal`].
@@ -256,9 +256,10 @@ impl ApiError {
             }
         };
         let mut res = (status, body.to_string()).into_response();
+        res.extensions_mut().insert(Rendered);
         let headers = res.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        caching::no_store(headers);
+        no_store(headers);
         match self {
             Self::Unavailable | Self::Overloaded | Self::Timeout => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
@@ -296,6 +297,13 @@ pub(crate) struct OfrepError {
     pub key: Option<String>,
 }
 
+/// An error on the bulk route (no flag key): lets OFREP handlers use `?`.
+impl From<ApiError> for OfrepError {
+    fn from(error: ApiError) -> Self {
+        Self { error, key: None }
+    }
+}
+
 impl IntoResponse for OfrepError {
     fn into_response(self) -> Response {
         match &self.key {
@@ -305,8 +313,16 @@ impl IntoResponse for OfrepError {
     }
 }
 
-/// Middleware: an error status (4xx/5xx) that is not one of our rendered
-/// errors (JSON and `no-store`) came from axum or tower below the handlers
+/// Marks a response whose error status was decided by our own code (every
+/// [`ApiError::render`], and the deliberate error statuses of
+/// `caching::uncacheable`): [`json_errors`] passes it through as it is. A
+/// response extension, not a header test, so nothing a handler sets on the
+/// wire can make a layer's error look like ours or the other way round.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rendered;
+
+/// Middleware: an error status (4xx/5xx) that is not marked [`Rendered`]
+/// came from axum or tower below the handlers
 /// (unknown route, wrong method, body limit, timeout, or compression turning a
 /// 200 into a 406); rewrite it into the JSON error shape of its route. The
 /// body and every cache header are replaced, so no error is ever cacheable;
@@ -315,7 +331,9 @@ pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
     let ofrep = req.uri().path().starts_with("/ofrep/");
     let res = next.run(req).await;
     let status = res.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_rendered(&res) {
+    if !(status.is_client_error() || status.is_server_error())
+        || res.extensions().get::<Rendered>().is_some()
+    {
         return res;
     }
     let error = ApiError::from_status(status);
@@ -329,17 +347,6 @@ pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
         }
     }
     out
-}
-
-/// Rendered by [`ApiError::render`]: JSON and `no-store`.
-fn is_rendered(res: &Response) -> bool {
-    let header = |name| {
-        res.headers()
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    header(CONTENT_TYPE).is_some_and(|ct| ct.starts_with("application/json"))
-        && header(http::header::CACHE_CONTROL) == Some("no-store")
 }
 
 /// The panic layer's handler: a JSON 500, never the panic message.

@@ -12,6 +12,17 @@
 //! except through [`Delivery`], or log URLs (a public key is in the eval path):
 //! spans and metrics carry the route template only.
 //!
+//! The modules, leaves last:
+//!
+//! - `routes`, `ofrep`, `stream`, `admin`: the handlers; `peers`: reload fan-out.
+//! - `extract`: reading a request's inputs (the `ApiKey` extractor, contexts).
+//! - `auth`: matching a key against a snapshot, key kinds, visibility, the
+//!   admin token.
+//! - `answer`: the one pipeline of the evaluate-everything routes.
+//! - [`caching`]: cache policy, `Vary`, CORS, the 304; `etag`: deriving and
+//!   matching validators; `answer_cache`: answer bodies and the `GET` path memo.
+//! - [`errors`]: every error response; [`headers`]: header names and `no_store`.
+//!
 //! Routes (DESIGN.md, "HTTP surface"); [`ROUTES`] is the table the routers
 //! are built from, and the OpenAPI document is tested against it:
 //!
@@ -26,9 +37,14 @@
 //! | `GET /metrics`, `GET /admin/v1/status`, `POST /admin/v1/reload` | admin token for `/admin` | no-store; on the admin listener when there is one |
 
 mod admin;
+mod answer;
+mod answer_cache;
 mod auth;
 pub mod caching;
 pub mod errors;
+mod etag;
+mod extract;
+pub mod headers;
 mod ofrep;
 mod peers;
 mod routes;
@@ -105,7 +121,7 @@ impl Default for HttpConfig {
             max_concurrency: 1024,
             stream_max_age: Duration::from_secs(600),
             peers: None,
-            answer_cache_bytes: caching::ANSWER_CACHE_BYTES,
+            answer_cache_bytes: answer_cache::ANSWER_CACHE_BYTES,
         }
     }
 }
@@ -123,39 +139,20 @@ struct Parts {
     limits: Limits,
 }
 
-/// A handler's part of the state: one `Arc` to clone per request, the fields
-/// reached through `Deref`.
-#[derive(Debug)]
-pub(crate) struct Shared<T>(Arc<T>);
-
-impl<T> Clone for Shared<T> {
-    fn clone(&self) -> Self {
-        Self(Arc::clone(&self.0))
-    }
-}
-
-impl<T> std::ops::Deref for Shared<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-/// What evaluation handlers need.
-pub(crate) type EvalState = Shared<EvalParts>;
+/// What evaluation handlers need: one `Arc` to clone per request.
+pub(crate) type EvalState = Arc<EvalParts>;
 /// What health, readiness and metrics need.
-pub(crate) type OpsState = Shared<OpsParts>;
+pub(crate) type OpsState = Arc<OpsParts>;
 /// What the admin API needs.
-pub(crate) type AdminState = Shared<AdminParts>;
+pub(crate) type AdminState = Arc<AdminParts>;
 
 /// The fields of [`EvalState`].
 #[derive(Debug)]
 pub(crate) struct EvalParts {
     pub delivery: Arc<Delivery>,
     pub directives: caching::Directives,
-    pub relevant: caching::RelevantAttrs,
     /// Server-side cache of evaluation answers.
-    pub answers: caching::AnswerCache,
+    pub answers: answer_cache::AnswerCache,
     pub min_version_wait: Duration,
     pub stream_max_age: Duration,
 }
@@ -189,25 +186,24 @@ impl AppState {
     pub fn new(delivery: Arc<Delivery>, config: HttpConfig) -> Self {
         let preload: Arc<[String]> = config.preload.into();
         Self(Arc::new(Parts {
-            eval: Shared(Arc::new(EvalParts {
+            eval: Arc::new(EvalParts {
                 delivery: Arc::clone(&delivery),
                 directives: caching::Directives::new(config.cache),
-                relevant: caching::RelevantAttrs::new(),
-                answers: caching::AnswerCache::new(config.answer_cache_bytes),
+                answers: answer_cache::AnswerCache::new(config.answer_cache_bytes),
                 min_version_wait: config.min_version_wait,
                 stream_max_age: config.stream_max_age,
-            })),
-            ops: Shared(Arc::new(OpsParts {
+            }),
+            ops: Arc::new(OpsParts {
                 delivery: Arc::clone(&delivery),
                 preload: Arc::clone(&preload),
                 metrics: config.metrics,
-            })),
-            admin: Shared(Arc::new(AdminParts {
+            }),
+            admin: Arc::new(AdminParts {
                 delivery,
                 preload,
                 token: config.admin_token,
                 peers: config.peers.map(Arc::from),
-            })),
+            }),
             limits: Limits {
                 request_timeout: config.request_timeout,
                 max_concurrency: config.max_concurrency.max(1),
@@ -218,19 +214,19 @@ impl AppState {
 
 impl FromRef<AppState> for EvalState {
     fn from_ref(s: &AppState) -> Self {
-        s.0.eval.clone()
+        Arc::clone(&s.0.eval)
     }
 }
 
 impl FromRef<AppState> for OpsState {
     fn from_ref(s: &AppState) -> Self {
-        s.0.ops.clone()
+        Arc::clone(&s.0.ops)
     }
 }
 
 impl FromRef<AppState> for AdminState {
     fn from_ref(s: &AppState) -> Self {
-        s.0.admin.clone()
+        Arc::clone(&s.0.admin)
     }
 }
 
@@ -434,12 +430,10 @@ fn api(limits: Limits) -> Router<AppState> {
     browser.merge(server).merge(streams)
 }
 
-/// Compression level of gzip and brotli answers: 1. Measured on the 3 KB
-/// 50-flag answer (server CPU per request above the identity answer, and the
-/// compressed size): brotli 11 (the codec's default) +28 µs; brotli 4 +22 to
-/// +33 µs, 264 B; brotli 1 +8 µs, 343 B; gzip 6 +17 µs; gzip 4 +12 to +18 µs,
-/// 333 B; gzip 1 +7 µs, 378 B. Each answer is compressed afresh (a new
-/// encoder with its tables), so the level's set-up cost dominates.
+/// Compression level of gzip and brotli answers: 1. Each answer is compressed
+/// afresh (a new encoder with its tables), so a level's set-up cost dominates
+/// and higher levels cost more CPU than the bytes they save are worth; the
+/// measurements are in the README ("Cache semantics", compression).
 const COMPRESSION_QUALITY: CompressionLevel = CompressionLevel::Precise(1);
 /// Answers smaller than this go out uncompressed (a few hundred bytes of JSON
 /// gain less than the headers and CPU cost).

@@ -13,132 +13,84 @@
 //! a server-only flag gets `FLAG_NOT_FOUND`, exactly as for a flag that does not
 //! exist. The single-flag answer carries no ETag (OFREP leaves its caching to
 //! the client). Must not: evaluate differently from `/v1/eval`, or write cache
-//! headers (that is [`caching`]).
+//! headers (that is [`super::caching`]).
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
 use super::EvalState;
-use super::auth::{self, Need};
-use super::caching::{self, AnswerKind, Payload, Reply};
+use super::answer::{Question, answer, finish};
+use super::auth::Need;
+use super::caching::{Payload, Reply};
 use super::errors::{ApiError, OfrepError, Shape};
-use super::routes::{authenticate, body_bytes, context_from_body, finish};
+use super::etag::AnswerKind;
+use super::extract::{ApiKey, body_bytes, context_from_body};
+use super::routes::authenticate;
 use crate::eval::{self, Audience, Evaluation};
 
 /// `POST /ofrep/v1/evaluate/flags`: every flag the key sees.
 pub(crate) async fn bulk(
     State(st): State<EvalState>,
+    key: Result<ApiKey, ApiError>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let bulk_error = |error| OfrepError { error, key: None }.into_response();
-    let key = match auth::header_key(&headers) {
-        Ok(k) => k,
-        Err(e) => return bulk_error(e),
+) -> Result<Response, OfrepError> {
+    let key = key?;
+    let ctx = body_bytes(body).and_then(|b| context_from_body(&b))?;
+    let caller = authenticate(&st, key.as_str(), &headers).await?;
+    // Public keys are advertised the change stream (ADR-0008): a browser's
+    // EventSource cannot send headers, so the key goes in the URL, which is
+    // safe only for public keys.
+    let stream =
+        (caller.audience() == Audience::Client).then(|| format!("/v1/stream?key={}", key.as_str()));
+    let q = Question {
+        kind: AnswerKind::OfrepBulk,
+        need: Need::Any,
+        ctx: &ctx,
+        url: None,
     };
-    let ctx = match body_bytes(body).and_then(|b| context_from_body(&b)) {
-        Ok(c) => c,
-        Err(e) => return bulk_error(e),
-    };
-    let caller = match authenticate(&st, key, &headers).await {
-        Ok(c) => c,
-        Err(e) => return bulk_error(e),
-    };
-    let snap = &caller.snapshot;
-    let audience = caller.audience();
-    let fingerprint = st.relevant.fingerprint(snap, audience, &ctx).await;
-    let etag = caching::answer_etag(
-        AnswerKind::OfrepBulk,
-        snap,
-        caller.key_id(),
-        audience,
-        fingerprint,
-    );
-    // A stale answer (reasons `STALE`) is neither tagged nor cached.
-    let cache_tag = (!caller.stale).then(|| etag.clone());
-    let compute = || {
-        let flags = eval::evaluate_all(&snap.ruleset, &ctx, audience);
-        // Public keys are advertised the change stream (ADR-0008): a
-        // browser's EventSource cannot send headers, so the key goes in the
-        // URL, which is safe only for public keys.
-        let stream = (audience == Audience::Client).then(|| format!("/v1/stream?key={key}"));
+    Ok(answer(&st, &caller, &headers, q, |_, flags, stale| {
         serde_json::to_vec(&BulkBody {
             flags: &flags,
-            stale: caller.stale,
+            stale,
             stream,
         })
-        .map(Bytes::from)
-        .map_err(|e| ApiError::internal("serialising an OFREP answer", e))
-    };
-    let res = caller.require(Need::Any).and_then(|()| {
-        Reply::private(snap)
-            .etag(Some(etag))
-            .stale(caller.stale)
-            .cors(caller.key())
-            .send(&headers, &st.directives, || {
-                match &cache_tag {
-                    Some(tag) => st.answers.get_or(tag, compute),
-                    None => compute(),
-                }
-                .map(Payload::json)
-            })
-    });
-    finish(res, snap, Shape::OfrepBulk)
+    }))
 }
 
 /// `POST /ofrep/v1/evaluate/flags/{key}`: one flag.
 pub(crate) async fn single(
     State(st): State<EvalState>,
     path: Result<Path<String>, PathRejection>,
+    key: Result<ApiKey, ApiError>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let flag_key = match path {
-        Ok(Path(k)) => k,
-        Err(_) => {
-            return OfrepError {
-                error: ApiError::BadRequest("malformed flag key".to_owned()),
-                key: None,
-            }
-            .into_response();
-        }
+) -> Result<Response, OfrepError> {
+    let Path(flag_key) = path.map_err(|_| ApiError::BadRequest("malformed flag key".to_owned()))?;
+    let fail = |error| OfrepError {
+        error,
+        key: Some(flag_key.clone()),
     };
-    let fail = |error| {
-        OfrepError {
-            error,
-            key: Some(flag_key.clone()),
-        }
-        .into_response()
-    };
-    let key = match auth::header_key(&headers) {
-        Ok(k) => k,
-        Err(e) => return fail(e),
-    };
-    let ctx = match body_bytes(body).and_then(|b| context_from_body(&b)) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let caller = match authenticate(&st, key, &headers).await {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
+    let key = key.map_err(fail)?;
+    let ctx = body_bytes(body)
+        .and_then(|b| context_from_body(&b))
+        .map_err(fail)?;
+    let caller = authenticate(&st, key.as_str(), &headers)
+        .await
+        .map_err(fail)?;
     let snap = &caller.snapshot;
     let rs = &snap.ruleset;
     let res = caller.require(Need::Any).and_then(|()| {
-        let idx = *rs
-            .flag_index
-            .get(flag_key.as_str())
-            .ok_or(ApiError::FlagNotFound)?;
-        let visible =
-            caller.audience() == Audience::All || rs.flags.get(idx).is_some_and(|f| f.client);
-        if !visible {
+        // A flag the key may not see is answered exactly as one that does
+        // not exist.
+        if !rs.flag(&flag_key).is_some_and(|f| caller.sees(f)) {
             return Err(ApiError::FlagNotFound);
         }
-        let evaluation = eval::evaluate_flag(rs, idx, &ctx).ok_or_else(|| {
+        let evaluation = eval::evaluate_key(rs, &flag_key, &ctx).ok_or_else(|| {
             ApiError::internal("evaluating a flag", "the model broke an invariant")
         })?;
         Reply::private(snap)
@@ -153,7 +105,7 @@ pub(crate) async fn single(
                 .map_err(|e| ApiError::internal("serialising an OFREP answer", e))
             })
     });
-    finish(res, snap, Shape::OfrepFlag(&flag_key))
+    Ok(finish(res, snap, Shape::OfrepFlag(&flag_key)))
 }
 
 /// `{"flags": [{key, value, reason, variant}, ...], "eventStreams": [...]}`.

@@ -1,9 +1,9 @@
 //! flagbelt's own routes: evaluation (`GET` and `POST /v1/eval`), the ruleset
 //! download, health, readiness, metrics, the API description and the
-//! fallback; plus the context extraction shared with [`super::ofrep`].
+//! fallback.
 //!
-//! Each handler is extract → authenticate → one snapshot → evaluate →
-//! [`caching`]. Must not: write cache headers or error bodies itself (that is
+//! Each handler is extract ([`super::extract`]) → authenticate → one snapshot
+//! → evaluate ([`super::answer`]) → [`caching`]. Must not: write cache headers or error bodies itself (that is
 //! [`caching`] and [`super::errors`]), load a snapshot twice in a request, or
 //! evaluate on anything but the snapshot that authenticated the caller.
 
@@ -11,18 +11,21 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::HeaderValue;
 use http::header::ACCEPT;
 use serde_json::{Value, json};
 
+use super::answer::{self, Question, finish};
+use super::answer_cache::PathKey;
 use super::auth::{self, Caller, Need};
-use super::caching::{self, AnswerKind, Payload, Reply};
+use super::caching::{self, Payload, Reply};
 use super::errors::{ApiError, Shape};
-use super::{BODY_LIMIT, EvalState, MAX_CONTEXT_SEGMENT, OpsState};
-use crate::eval::{self, Answer, Context};
+use super::etag::{AnswerKind, if_none_match, ruleset_etag};
+use super::extract::{ApiKey, body_bytes, context_from_body, context_from_segment};
+use super::headers::FLAGBELT_MIN_VERSION;
+use super::{EvalState, OpsState};
+use crate::eval::{Answer, Context};
 use crate::ruleset::codec;
 
 /// `GET /v1/eval/{public_key}/{context}`: the CDN-cacheable evaluation.
@@ -37,26 +40,29 @@ pub(crate) async fn eval_get(
     let Path((key, segment)) =
         path.map_err(|_| ApiError::BadRequest("malformed request path".to_owned()))?;
     let headers = req.headers();
-    let url = caching::PathKey::of(req.uri().path());
+    let url = PathKey::of(req.uri().path());
     if let Some(res) = remembered(&st, &url, headers).await {
         return Ok(res);
     }
     let ctx = context_from_segment(&segment)?;
     let caller = authenticate(&st, &key, headers).await?;
-    answer(&st, &caller, headers, Need::Public, &ctx, Some(&url)).await
+    Ok(eval_answer(
+        &st,
+        &caller,
+        headers,
+        Need::Public,
+        &ctx,
+        Some(&url),
+    ))
 }
 
 /// A repeat of a `GET /v1/eval` path answered earlier with the snapshot that
 /// is still current: the same key, context and ruleset, so the same
-/// authentication and the same tag ([`caching::UrlMemo`]). Answered with a
+/// authentication and the same tag ([`super::answer_cache::UrlMemo`]). Answered with a
 /// 304 when the tag matches `If-None-Match`, or with the cached body; `None`
 /// (the full path) otherwise, and always for read-your-writes requests.
-async fn remembered(
-    st: &EvalState,
-    url: &caching::PathKey,
-    headers: &HeaderMap,
-) -> Option<Response> {
-    if headers.contains_key(caching::FLAGBELT_MIN_VERSION) {
+async fn remembered(st: &EvalState, url: &PathKey, headers: &HeaderMap) -> Option<Response> {
+    if headers.contains_key(FLAGBELT_MIN_VERSION) {
         return None;
     }
     let memo = st.answers.recall(url)?;
@@ -64,7 +70,7 @@ async fn remembered(
     if !memo.made_with(&snap) {
         return None;
     }
-    let body = if caching::if_none_match(headers, memo.etag()) {
+    let body = if if_none_match(headers, memo.etag()) {
         None
     } else {
         Some(st.answers.peek(memo.etag())?)
@@ -82,13 +88,13 @@ async fn remembered(
 /// `POST /v1/eval` with `{"context": {...}}`: private evaluation.
 pub(crate) async fn eval_post(
     State(st): State<EvalState>,
+    key: ApiKey,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let key = auth::header_key(&headers)?;
     let ctx = context_from_body(&body_bytes(body)?)?;
-    let caller = authenticate(&st, key, &headers).await?;
-    answer(&st, &caller, &headers, Need::Any, &ctx, None).await
+    let caller = authenticate(&st, key.as_str(), &headers).await?;
+    Ok(eval_answer(&st, &caller, &headers, Need::Any, &ctx, None))
 }
 
 /// Authenticates with `Flagbelt-Min-Version` honoured.
@@ -101,63 +107,31 @@ pub(crate) async fn authenticate(
     auth::authenticate(&st.delivery, key, min, st.min_version_wait).await
 }
 
-/// The evaluation answer of both `/v1/eval` routes; `url` is the key of a
-/// `GET`'s request path, remembered with the answer's tag.
-async fn answer(
+/// The evaluation answer of both `/v1/eval` routes (DESIGN's answer shape);
+/// `url` is the key of a `GET`'s request path, remembered with the answer's
+/// tag.
+fn eval_answer(
     st: &EvalState,
     caller: &Caller,
     headers: &HeaderMap,
     need: Need,
     ctx: &Context,
-    url: Option<&caching::PathKey>,
-) -> Result<Response, ApiError> {
-    let snap = &caller.snapshot;
-    if let Err(e) = caller.require(need) {
-        return Ok(caching::stamped(e.render(Shape::Api), snap));
-    }
-    let audience = caller.audience();
-    let fingerprint = st.relevant.fingerprint(snap, audience, ctx).await;
-    let etag = caching::answer_etag(
-        AnswerKind::Eval,
-        snap,
-        caller.key_id(),
-        audience,
-        fingerprint,
-    );
-    let reply = match need {
-        Need::Public => Reply::shared(snap, caller.key_id()),
-        Need::Any | Need::Server => Reply::private(snap),
+    url: Option<&PathKey>,
+) -> Response {
+    let q = Question {
+        kind: AnswerKind::Eval,
+        need,
+        ctx,
+        url,
     };
-    // A stale answer (reasons `STALE`) is neither tagged nor cached.
-    let cache_tag = (!caller.stale).then(|| etag.clone());
-    if let (Some(url), false) = (url, caller.stale) {
-        st.answers
-            .remember(url, &caller.snapshot, caller.key_id(), &etag);
-    }
-    let compute = || {
-        let flags = eval::evaluate_all(&snap.ruleset, ctx, audience);
-        let answer = Answer::new(&snap.ruleset, flags);
-        let bytes = if caller.stale {
+    answer::answer(st, caller, headers, q, |rs, flags, stale| {
+        let answer = Answer::new(rs, flags);
+        if stale {
             stale_answer(&answer)
         } else {
             serde_json::to_vec(&answer)
-        };
-        bytes
-            .map(Bytes::from)
-            .map_err(|e| ApiError::internal("serialising an answer", e))
-    };
-    let res = reply
-        .etag(Some(etag))
-        .stale(caller.stale)
-        .cors(caller.key())
-        .send(headers, &st.directives, || {
-            match &cache_tag {
-                Some(tag) => st.answers.get_or(tag, compute),
-                None => compute(),
-            }
-            .map(Payload::json)
-        });
-    Ok(finish(res, snap, Shape::Api))
+        }
+    })
 }
 
 /// The answer shape with every reason replaced by `STALE`.
@@ -173,69 +147,6 @@ fn stale_answer(answer: &Answer<'_>) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(&v)
 }
 
-/// An error after the snapshot was loaded still says which ruleset answered.
-pub(crate) fn finish(
-    res: Result<Response, ApiError>,
-    snap: &crate::delivery::Snapshot,
-    shape: Shape<'_>,
-) -> Response {
-    res.unwrap_or_else(|e| caching::stamped(e.render(shape), snap))
-}
-
-/// Decodes the context segment of `GET /v1/eval`: unpadded base64url (a
-/// trailing `=` is tolerated) of a JSON object.
-pub(crate) fn context_from_segment(segment: &str) -> Result<Context, ApiError> {
-    if segment.len() > MAX_CONTEXT_SEGMENT {
-        return Err(ApiError::UriTooLong {
-            limit: MAX_CONTEXT_SEGMENT,
-        });
-    }
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment.trim_end_matches('='))
-        .map_err(|_| {
-            ApiError::BadRequest(
-                "the context segment is not unpadded base64url of a JSON object".to_owned(),
-            )
-        })?;
-    match serde_json::from_slice::<Value>(&bytes).map_err(ApiError::ContextJson)? {
-        Value::Object(ctx) => Ok(ctx),
-        other => Err(not_an_object("the context", &other)),
-    }
-}
-
-/// Reads `{"context": {...}}` (OFREP's request shape; a missing `context` is an
-/// empty one, as some OFREP clients send `{}`).
-pub(crate) fn context_from_body(body: &[u8]) -> Result<Context, ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadBody(format!("request body is not valid JSON: {e}")))?;
-    let Value::Object(mut top) = v else {
-        return Err(ApiError::BadBody(
-            "request body must be a JSON object: {\"context\": {...}}".to_owned(),
-        ));
-    };
-    match top.remove("context") {
-        None => Ok(Context::new()),
-        Some(Value::Object(ctx)) => Ok(ctx),
-        Some(other) => Err(not_an_object("`context`", &other)),
-    }
-}
-
-fn not_an_object(what: &str, v: &Value) -> ApiError {
-    let found = eval::json_type_name(v);
-    ApiError::ContextShape(format!("{what} must be a JSON object, not {found}"))
-}
-
-/// The body, or 413 / 400.
-pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge { limit: BODY_LIMIT }
-        } else {
-            ApiError::BadRequest("could not read the request body".to_owned())
-        }
-    })
-}
-
 /// Formats of `GET /v1/ruleset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -248,10 +159,10 @@ enum Format {
 /// prints it), by `Accept`.
 pub(crate) async fn ruleset(
     State(st): State<EvalState>,
+    key: ApiKey,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = auth::header_key(&headers)?;
-    let caller = authenticate(&st, key, &headers).await?;
+    let caller = authenticate(&st, key.as_str(), &headers).await?;
     let snap = &caller.snapshot;
     let res = caller.require(Need::Server).and_then(|()| {
         let format = negotiate(&headers)?;
@@ -260,7 +171,7 @@ pub(crate) async fn ruleset(
             Format::Json => "json",
         };
         Reply::private(snap)
-            .etag(Some(caching::ruleset_etag(snap, name)))
+            .etag(Some(ruleset_etag(snap, name)))
             .stale(caller.stale)
             .vary_accept()
             .send(&headers, &st.directives, || match format {

@@ -17,7 +17,6 @@
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream};
@@ -27,6 +26,8 @@ use super::EvalState;
 use super::auth::{self, Need};
 use super::caching;
 use super::errors::{ApiError, Shape};
+use super::extract::ApiKey;
+use super::headers::no_store;
 
 /// Interval of the comment heartbeat.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -41,11 +42,10 @@ pub(crate) struct StreamQuery {
 pub(crate) async fn stream(
     State(st): State<EvalState>,
     Query(query): Query<StreamQuery>,
-    headers: HeaderMap,
+    key: Result<ApiKey, ApiError>,
 ) -> Result<Response, ApiError> {
-    let from_query = query.key;
-    let key = match (auth::header_key(&headers), from_query) {
-        (Ok(k), _) => k.to_owned(),
+    let key = match (key, query.key) {
+        (Ok(k), _) => k.into_string(),
         (Err(_), Some(k)) => k,
         (Err(e), None) => return Err(e),
     };
@@ -62,7 +62,7 @@ pub(crate) async fn stream(
     let mut res = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(HEARTBEAT))
         .into_response();
-    caching::no_store(res.headers_mut());
+    no_store(res.headers_mut());
     caching::stamp(res.headers_mut(), &caller.snapshot);
     // Proxies that buffer (nginx) would hold events back.
     res.headers_mut().insert(
@@ -107,36 +107,34 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
+    /// Paused time: the clock only moves when every task is idle, so the
+    /// max age is reached exactly, with no real sleeping.
+    #[tokio::test(start_paused = true)]
     async fn a_version_change_is_one_event_and_the_stream_ends_at_max_age() {
         let (tx, rx) = tokio::sync::watch::channel(1u64);
-        let mut events = Box::pin(version_events(
-            rx,
-            "prod".into(),
-            Duration::from_millis(300),
-        ));
+        let max_age = Duration::from_secs(300);
+        let start = tokio::time::Instant::now();
+        let mut events = Box::pin(version_events(rx, "prod".into(), max_age));
         tx.send_replace(2);
-        let first = tokio::time::timeout(Duration::from_secs(1), events.next())
-            .await
-            .expect("an event")
-            .expect("stream open");
+        let first = events.next().await.expect("stream open");
         assert!(first.is_ok());
-        let start = std::time::Instant::now();
-        let end = tokio::time::timeout(Duration::from_secs(2), events.next())
-            .await
-            .expect("the stream ends");
-        assert!(end.is_none());
-        assert!(start.elapsed() < Duration::from_secs(1));
+        assert_eq!(start.elapsed(), Duration::ZERO, "the event is immediate");
+        let end = events.next().await;
+        assert!(end.is_none(), "the stream ends");
+        assert_eq!(start.elapsed(), max_age, "exactly at max age");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_evicted_environment_ends_the_stream() {
         let (tx, rx) = tokio::sync::watch::channel(1u64);
+        let start = tokio::time::Instant::now();
         let mut events = Box::pin(version_events(rx, "prod".into(), Duration::from_secs(600)));
         drop(tx);
-        let end = tokio::time::timeout(Duration::from_secs(1), events.next())
-            .await
-            .expect("the stream ends");
-        assert!(end.is_none());
+        assert!(events.next().await.is_none());
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "ends at once, not at max age"
+        );
     }
 }

@@ -268,6 +268,110 @@ fn bearer(key: &str) -> (&'static str, String) {
     ("authorization", format!("Bearer {key}"))
 }
 
+/// What a response header must be, in a table case.
+enum Want {
+    /// Exactly this value.
+    Is(String),
+    /// Present, and containing this text.
+    Has(&'static str),
+    /// Not sent.
+    Absent,
+    /// A weak entity tag, `W/"<32 hex>"`.
+    WeakTag,
+}
+
+fn is(value: impl Into<String>) -> Want {
+    Want::Is(value.into())
+}
+
+/// The headers of a JSON error no cache may keep ([`Res::assert_error`]).
+fn error_headers() -> Vec<(&'static str, Want)> {
+    vec![
+        ("content-type", is("application/json")),
+        ("cache-control", is("no-store")),
+        ("etag", Want::Absent),
+    ]
+}
+
+/// One row of a route x status x cache-headers table: a request, the status
+/// and headers its answer must carry, and further checks of the answer.
+struct Case<'a> {
+    name: &'a str,
+    req: Request<Body>,
+    status: StatusCode,
+    headers: Vec<(&'static str, Want)>,
+    then: Box<dyn Fn(&Res) + 'a>,
+}
+
+impl<'a> Case<'a> {
+    fn new(name: &'a str, req: Request<Body>, status: StatusCode) -> Self {
+        Self {
+            name,
+            req,
+            status,
+            headers: Vec::new(),
+            then: Box::new(|_| {}),
+        }
+    }
+
+    /// Adds header expectations.
+    fn headers(mut self, headers: impl IntoIterator<Item = (&'static str, Want)>) -> Self {
+        self.headers.extend(headers);
+        self
+    }
+
+    /// Further checks of the answer (body, secrets).
+    fn then(mut self, then: impl Fn(&Res) + 'a) -> Self {
+        self.then = Box::new(then);
+        self
+    }
+
+    /// Sends the request and checks the row; every failure names the case.
+    async fn check(self, app: &Router) -> Res {
+        let name = self.name;
+        let res = send(app, self.req).await;
+        assert_eq!(res.status, self.status, "{name}: {}", res.text());
+        for (header, want) in &self.headers {
+            let got = res
+                .headers
+                .get(*header)
+                .map(|v| v.to_str().expect("ASCII header"));
+            match want {
+                Want::Is(v) => assert_eq!(got, Some(v.as_str()), "{name}: {header}"),
+                Want::Has(v) => assert!(
+                    got.is_some_and(|g| g.contains(v)),
+                    "{name}: {header} is {got:?}, should contain {v:?}"
+                ),
+                Want::Absent => assert!(
+                    got.is_none(),
+                    "{name}: {header} is {got:?}, should be absent"
+                ),
+                Want::WeakTag => assert!(
+                    got.is_some_and(|t| t.starts_with("W/\"") && t.ends_with('"') && t.len() == 36),
+                    "{name}: {header} is {got:?}, should be a weak tag"
+                ),
+            }
+        }
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.then)(&res)));
+        if let Err(e) = checked {
+            let why = e
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| e.downcast_ref::<&str>().copied())
+                .unwrap_or("a check failed");
+            panic!("{name}: {why}");
+        }
+        res
+    }
+}
+
+/// Checks every row of `cases` in order.
+async fn check_all(app: &Router, cases: Vec<Case<'_>>) {
+    for case in cases {
+        case.check(app).await;
+    }
+}
+
 const CDN_CC: &str =
     "public, max-age=0, s-maxage=30, stale-while-revalidate=30, stale-if-error=86400";
 const CDN_CDN_CC: &str = "s-maxage=30, stale-while-revalidate=30, stale-if-error=86400";
@@ -276,50 +380,58 @@ const CDN_CDN_CC: &str = "s-maxage=30, stale-while-revalidate=30, stale-if-error
 async fn get_eval_is_cdn_cacheable_with_a_weak_etag_and_purge_tags() {
     let (rig, _, app) = app().await;
     let ctx = json!({"targetingKey": "u1", "country": "NZ"});
-    let res = send(
+    let cdn = || {
+        [
+            ("cache-control", is(CDN_CC)),
+            ("cdn-cache-control", is(CDN_CDN_CC)),
+        ]
+    };
+    check_all(
         &app,
-        get(&eval_uri(&rig.web, &ctx)).body(Body::empty()).unwrap(),
+        vec![
+            Case::new(
+                "GET",
+                get(&eval_uri(&rig.web, &ctx)).body(Body::empty()).unwrap(),
+                StatusCode::OK,
+            )
+            .headers(cdn())
+            .headers([
+                ("content-type", is("application/json")),
+                ("etag", Want::WeakTag),
+                ("surrogate-key", is("env:prod key:web v:1")),
+                ("cache-tag", is("env:prod,key:web,v:1")),
+                ("vary", Want::Has("Accept-Encoding")),
+                ("ruleset-version", is("1")),
+                (
+                    "access-control-expose-headers",
+                    is("ETag, Ruleset-Version, Ruleset-Age, Flagbelt-Stale"),
+                ),
+            ])
+            .then(|res| {
+                assert!(res.header("ruleset-age").parse::<u64>().unwrap() < 60);
+                assert_eq!(
+                    res.json(),
+                    json!({"environment": "prod", "version": 1, "flags": {
+                        "banner": {"value": "Hello", "variant": "b", "reason": "TARGETING_MATCH"},
+                        "limits": {"value": {"max_items": 10}, "variant": "small", "reason": "DEFAULT"},
+                    }}),
+                    "a public key sees client flags only"
+                );
+                res.assert_no_secrets(&rig);
+            }),
+            // HEAD is answered like GET, without a body.
+            Case::new(
+                "HEAD",
+                Request::head(eval_uri(&rig.web, &ctx))
+                    .body(Body::empty())
+                    .unwrap(),
+                StatusCode::OK,
+            )
+            .headers([("cache-control", is(CDN_CC))])
+            .then(|res| assert!(res.body.is_empty())),
+        ],
     )
     .await;
-    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
-    assert_eq!(res.header(CONTENT_TYPE), "application/json");
-    assert_eq!(res.header(CACHE_CONTROL), CDN_CC);
-    assert_eq!(res.header("cdn-cache-control"), CDN_CDN_CC);
-    let etag = res.header(ETAG);
-    assert!(
-        etag.starts_with("W/\"") && etag.ends_with('"') && etag.len() == 36,
-        "{etag}"
-    );
-    assert_eq!(res.header("surrogate-key"), "env:prod key:web v:1");
-    assert_eq!(res.header("cache-tag"), "env:prod,key:web,v:1");
-    assert!(res.header(VARY).contains("Accept-Encoding"));
-    assert_eq!(res.header("ruleset-version"), "1");
-    assert!(res.header("ruleset-age").parse::<u64>().unwrap() < 60);
-    assert_eq!(
-        res.header(ACCESS_CONTROL_EXPOSE_HEADERS),
-        "ETag, Ruleset-Version, Ruleset-Age, Flagbelt-Stale"
-    );
-    assert_eq!(
-        res.json(),
-        json!({"environment": "prod", "version": 1, "flags": {
-            "banner": {"value": "Hello", "variant": "b", "reason": "TARGETING_MATCH"},
-            "limits": {"value": {"max_items": 10}, "variant": "small", "reason": "DEFAULT"},
-        }}),
-        "a public key sees client flags only"
-    );
-    res.assert_no_secrets(&rig);
-
-    // HEAD is answered like GET, without a body.
-    let head = send(
-        &app,
-        Request::head(eval_uri(&rig.web, &ctx))
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(head.status, StatusCode::OK);
-    assert_eq!(head.header(CACHE_CONTROL), CDN_CC);
-    assert!(head.body.is_empty());
 }
 
 #[tokio::test]
@@ -403,216 +515,269 @@ async fn post_eval_is_private_and_server_keys_see_every_flag() {
     let (rig, _, app) = app().await;
     let body = json!({"context": {"targetingKey": "u1", "email": "x@example.com"}});
     let (h, v) = bearer(&rig.api);
-    let res = post(&app, "/v1/eval", (h, &v), &body).await;
-    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
-    assert_eq!(res.header(CACHE_CONTROL), "private, no-cache");
-    assert!(res.headers.get("cdn-cache-control").is_none());
-    assert!(res.headers.get("surrogate-key").is_none());
-    assert!(
-        res.headers.get(ACCESS_CONTROL_ALLOW_ORIGIN).is_none(),
-        "no CORS grant for server keys"
-    );
-    assert_eq!(res.header("ruleset-version"), "1");
-    let flags = res.json()["flags"].clone();
-    assert_eq!(flags["server-only"]["value"], true);
-    assert_eq!(flags["limits"]["variant"], "big");
-    assert_eq!(flags.as_object().unwrap().len(), 3);
-
-    // ETag and 304 on POST.
+    let request = |auth: (&str, &str), inm: Option<&str>, body: &Value| {
+        let mut b = post_json("/v1/eval").header(auth.0, auth.1);
+        if let Some(tag) = inm {
+            b = b.header(IF_NONE_MATCH, tag);
+        }
+        b.body(Body::from(body.to_string())).unwrap()
+    };
+    let private = || [("cache-control", is("private, no-cache"))];
+    let res = Case::new("server key", request((h, &v), None, &body), StatusCode::OK)
+        .headers(private())
+        .headers([
+            ("cdn-cache-control", Want::Absent),
+            ("surrogate-key", Want::Absent),
+            // No CORS grant for server keys.
+            ("access-control-allow-origin", Want::Absent),
+            ("ruleset-version", is("1")),
+            // ETag and 304 on POST.
+            ("etag", Want::WeakTag),
+        ])
+        .then(|res| {
+            let flags = res.json()["flags"].clone();
+            assert_eq!(flags["server-only"]["value"], true);
+            assert_eq!(flags["limits"]["variant"], "big");
+            assert_eq!(flags.as_object().unwrap().len(), 3);
+        })
+        .check(&app)
+        .await;
     let etag = res.header(ETAG).to_owned();
-    assert!(etag.starts_with("W/\""));
-    let again = send(
+    check_all(
         &app,
-        post_json("/v1/eval")
-            .header(h, &v)
-            .header(IF_NONE_MATCH, &etag)
-            .body(Body::from(body.to_string()))
-            .unwrap(),
+        vec![
+            Case::new(
+                "If-None-Match",
+                request((h, &v), Some(&etag), &body),
+                StatusCode::NOT_MODIFIED,
+            )
+            .headers(private()),
+            // A public key over POST (X-API-Key) sees client flags only.
+            Case::new(
+                "public key",
+                request(("x-api-key", &rig.web), None, &body),
+                StatusCode::OK,
+            )
+            .headers(private())
+            .then(|res| {
+                let flags = res.json()["flags"].clone();
+                assert!(flags.get("server-only").is_none());
+                assert_eq!(flags.as_object().unwrap().len(), 2);
+            }),
+            // `{}` is an empty context.
+            Case::new(
+                "empty body",
+                request(("x-api-key", &rig.web), None, &json!({})),
+                StatusCode::OK,
+            )
+            .then(|res| assert_eq!(res.json()["flags"]["banner"]["reason"], "DEFAULT")),
+        ],
     )
     .await;
-    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
-    assert_eq!(again.header(CACHE_CONTROL), "private, no-cache");
-
-    // A public key over POST (X-API-Key) sees client flags only.
-    let res = post(&app, "/v1/eval", ("x-api-key", &rig.web), &body).await;
-    assert_eq!(res.status, StatusCode::OK);
-    assert_eq!(res.header(CACHE_CONTROL), "private, no-cache");
-    let flags = res.json()["flags"].clone();
-    assert!(flags.get("server-only").is_none());
-    assert_eq!(flags.as_object().unwrap().len(), 2);
-
-    // `{}` is an empty context.
-    let res = post(&app, "/v1/eval", ("x-api-key", &rig.web), &json!({})).await;
-    assert_eq!(res.status, StatusCode::OK);
-    assert_eq!(res.json()["flags"]["banner"]["reason"], "DEFAULT");
 }
 
+/// A table of cases: longer than a function should be, by its rows.
 #[tokio::test]
 async fn ofrep_bulk_has_an_etag_and_answers_304_to_a_post() {
     let (rig, _, app) = app().await;
     let body = json!({"context": {"targetingKey": "u1", "country": "NZ"}});
-    let res = post(
-        &app,
-        "/ofrep/v1/evaluate/flags",
-        ("x-api-key", &rig.web),
-        &body,
+    const BULK: &str = "/ofrep/v1/evaluate/flags";
+    let request = |auth: (&str, &str), body: &Value| {
+        post_json(BULK)
+            .header(auth.0, auth.1)
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let res = Case::new(
+        "public key",
+        request(("x-api-key", &rig.web), &body),
+        StatusCode::OK,
     )
+    .headers([
+        ("cache-control", is("private, no-cache")),
+        ("ruleset-version", is("1")),
+    ])
+    .then(|res| {
+        assert_eq!(
+            res.json(),
+            json!({"flags": [
+                {"key": "banner", "value": "Hello", "reason": "TARGETING_MATCH", "variant": "b"},
+                {"key": "limits", "value": {"max_items": 10}, "reason": "DEFAULT", "variant": "small"},
+            ], "eventStreams": [{
+                "type": "sse",
+                "endpoint": {"requestUri": format!("/v1/stream?key={}", rig.web)},
+                "inactivityDelaySec": 120,
+            }]})
+        );
+    })
+    .check(&app)
     .await;
-    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
-    assert_eq!(res.header(CACHE_CONTROL), "private, no-cache");
-    assert_eq!(res.header("ruleset-version"), "1");
-    assert_eq!(
-        res.json(),
-        json!({"flags": [
-            {"key": "banner", "value": "Hello", "reason": "TARGETING_MATCH", "variant": "b"},
-            {"key": "limits", "value": {"max_items": 10}, "reason": "DEFAULT", "variant": "small"},
-        ], "eventStreams": [{
-            "type": "sse",
-            "endpoint": {"requestUri": format!("/v1/stream?key={}", rig.web)},
-            "inactivityDelaySec": 120,
-        }]})
-    );
     let etag = res.header(ETAG).to_owned();
     let (h, v) = bearer(&rig.web);
-    let again = send(
-        &app,
-        post_json("/ofrep/v1/evaluate/flags")
-            .header(h, &v)
-            .header(IF_NONE_MATCH, &etag)
-            .body(Body::from(body.to_string()))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
-    assert!(again.body.is_empty());
-    assert_eq!(again.header(ETAG), etag);
-
     // Both empty request shapes real clients send.
-    for empty in [json!({}), json!({"context": {}})] {
-        let res = post(
-            &app,
-            "/ofrep/v1/evaluate/flags",
-            ("x-api-key", &rig.api),
-            &empty,
-        )
-        .await;
-        assert_eq!(res.status, StatusCode::OK);
+    let empty = |res: &Res| {
         let flags = res.json()["flags"].as_array().unwrap().clone();
         assert_eq!(flags.len(), 3);
         assert!(flags.iter().all(|f| f.get("variant").is_some()));
         // A server key never goes into a URL: no stream is advertised to it.
         assert!(res.json().get("eventStreams").is_none(), "{}", res.text());
-    }
-
-    // Bulk errors: `{errorCode, errorDetails}`, no key.
-    let res = send(
+    };
+    check_all(
         &app,
-        Request::post("/ofrep/v1/evaluate/flags")
-            .header("x-api-key", &rig.web)
-            .body(Body::from("{not json"))
-            .unwrap(),
+        vec![
+            Case::new(
+                "If-None-Match",
+                post_json(BULK)
+                    .header(h, &v)
+                    .header(IF_NONE_MATCH, &etag)
+                    .body(Body::from(body.to_string()))
+                    .unwrap(),
+                StatusCode::NOT_MODIFIED,
+            )
+            .headers([("etag", is(&etag))])
+            .then(|res| assert!(res.body.is_empty())),
+            Case::new(
+                "{}",
+                request(("x-api-key", &rig.api), &json!({})),
+                StatusCode::OK,
+            )
+            .then(empty),
+            Case::new(
+                "{\"context\": {}}",
+                request(("x-api-key", &rig.api), &json!({"context": {}})),
+                StatusCode::OK,
+            )
+            .then(empty),
+            // Bulk errors: `{errorCode, errorDetails}`, no key.
+            Case::new(
+                "body not JSON",
+                Request::post(BULK)
+                    .header("x-api-key", &rig.web)
+                    .body(Body::from("{not json"))
+                    .unwrap(),
+                StatusCode::BAD_REQUEST,
+            )
+            .headers(error_headers())
+            .then(|res| {
+                let err = res.json();
+                assert_eq!(err["errorCode"], "PARSE_ERROR");
+                assert!(err["errorDetails"].is_string());
+                assert!(err.get("key").is_none());
+            }),
+            Case::new(
+                "malformed key",
+                request(("x-api-key", "fbp.nope"), &body),
+                StatusCode::UNAUTHORIZED,
+            )
+            .headers(error_headers())
+            .then(|res| assert_eq!(res.json()["errorCode"], "UNAUTHORIZED")),
+        ],
     )
     .await;
-    let err = res.assert_error(StatusCode::BAD_REQUEST);
-    assert_eq!(err["errorCode"], "PARSE_ERROR");
-    assert!(err["errorDetails"].is_string());
-    assert!(err.get("key").is_none());
-    let res = post(
-        &app,
-        "/ofrep/v1/evaluate/flags",
-        ("x-api-key", "fbp.nope"),
-        &body,
-    )
-    .await;
-    assert_eq!(
-        res.assert_error(StatusCode::UNAUTHORIZED)["errorCode"],
-        "UNAUTHORIZED"
-    );
 }
 
+/// A table of cases: longer than a function should be, by its rows.
 #[tokio::test]
 async fn ofrep_single_flag_shapes() {
     let (rig, _, app) = app().await;
     let body = json!({"context": {"targetingKey": "u1", "country": "NZ"}});
-    let res = post(
-        &app,
-        "/ofrep/v1/evaluate/flags/banner",
-        ("x-api-key", &rig.web),
-        &body,
-    )
-    .await;
-    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
-    assert_eq!(res.header(CACHE_CONTROL), "private, no-cache");
-    assert!(res.headers.get(ETAG).is_none());
-    assert_eq!(
-        res.json(),
-        json!({"key": "banner", "value": "Hello", "reason": "TARGETING_MATCH", "variant": "b"})
-    );
-    let res = post(
-        &app,
-        "/ofrep/v1/evaluate/flags/server-only",
-        ("x-api-key", &rig.api),
-        &json!({}),
-    )
-    .await;
-    assert_eq!(
-        res.json(),
-        json!({"key": "server-only", "value": true, "reason": "STATIC", "variant": "on"})
-    );
-
+    let flag = |path: &str, key: &str, body: &Value| {
+        post_json(&format!("/ofrep/v1/evaluate/flags/{path}"))
+            .header("x-api-key", key)
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let private = || [("cache-control", is("private, no-cache"))];
     // Unknown flag, and a server-only flag asked by a public key: the same 404.
-    for flag in ["nope", "server-only"] {
-        let res = post(
-            &app,
-            &format!("/ofrep/v1/evaluate/flags/{flag}"),
-            ("x-api-key", &rig.web),
-            &body,
-        )
-        .await;
-        let err = res.assert_error(StatusCode::NOT_FOUND);
-        assert_eq!(err["key"], flag);
-        assert_eq!(err["errorCode"], "FLAG_NOT_FOUND");
-        assert!(err["errorDetails"].is_string());
-        assert_eq!(res.header("ruleset-version"), "1");
-    }
-    // A key with a slash (sent unencoded by some clients) is a 404 of that key.
-    let res = post(
+    let not_found = |key: &'static str| {
+        move |res: &Res| {
+            let err = res.json();
+            assert_eq!(err["key"], key);
+            assert_eq!(err["errorCode"], "FLAG_NOT_FOUND");
+            assert!(err["errorDetails"].is_string());
+        }
+    };
+    check_all(
         &app,
-        "/ofrep/v1/evaluate/flags/a%20b/c",
-        ("x-api-key", &rig.web),
-        &body,
+        vec![
+            Case::new("banner", flag("banner", &rig.web, &body), StatusCode::OK)
+                .headers(private())
+                .headers([("etag", Want::Absent)])
+                .then(|res| {
+                    assert_eq!(
+                        res.json(),
+                        json!({"key": "banner", "value": "Hello", "reason": "TARGETING_MATCH", "variant": "b"})
+                    );
+                }),
+            Case::new(
+                "server-only, server key",
+                flag("server-only", &rig.api, &json!({})),
+                StatusCode::OK,
+            )
+            .headers(private())
+            .then(|res| {
+                assert_eq!(
+                    res.json(),
+                    json!({"key": "server-only", "value": true, "reason": "STATIC", "variant": "on"})
+                );
+            }),
+            Case::new("unknown flag", flag("nope", &rig.web, &body), StatusCode::NOT_FOUND)
+                .headers(error_headers())
+                .headers([("ruleset-version", is("1"))])
+                .then(not_found("nope")),
+            Case::new(
+                "server-only, public key",
+                flag("server-only", &rig.web, &body),
+                StatusCode::NOT_FOUND,
+            )
+            .headers(error_headers())
+            .headers([("ruleset-version", is("1"))])
+            .then(not_found("server-only")),
+            // A key with a slash (sent unencoded by some clients) is a 404 of that key.
+            Case::new(
+                "key with a slash",
+                flag("a%20b/c", &rig.web, &body),
+                StatusCode::NOT_FOUND,
+            )
+            .headers(error_headers())
+            .then(|res| {
+                assert_eq!(
+                    res.json(),
+                    json!({"key": "a b/c", "errorCode": "FLAG_NOT_FOUND", "errorDetails": "flag not found"})
+                );
+            }),
+            // 400 shapes carry the key.
+            Case::new(
+                "empty body",
+                Request::post("/ofrep/v1/evaluate/flags/banner")
+                    .header("x-api-key", &rig.web)
+                    .body(Body::from(""))
+                    .unwrap(),
+                StatusCode::BAD_REQUEST,
+            )
+            .headers(error_headers())
+            .then(|res| {
+                let err = res.json();
+                assert_eq!(err["key"], "banner");
+                assert_eq!(err["errorCode"], "PARSE_ERROR");
+            }),
+            Case::new(
+                "context not an object",
+                flag("banner", &rig.web, &json!({"context": [1]})),
+                StatusCode::BAD_REQUEST,
+            )
+            .headers(error_headers())
+            .then(|res| {
+                let err = res.json();
+                assert_eq!(err["errorCode"], "INVALID_CONTEXT");
+                assert_eq!(err["key"], "banner");
+            }),
+        ],
     )
     .await;
-    let err = res.assert_error(StatusCode::NOT_FOUND);
-    assert_eq!(
-        err,
-        json!({"key": "a b/c", "errorCode": "FLAG_NOT_FOUND", "errorDetails": "flag not found"})
-    );
-
-    // 400 shapes carry the key.
-    let res = send(
-        &app,
-        Request::post("/ofrep/v1/evaluate/flags/banner")
-            .header("x-api-key", &rig.web)
-            .body(Body::from(""))
-            .unwrap(),
-    )
-    .await;
-    let err = res.assert_error(StatusCode::BAD_REQUEST);
-    assert_eq!(err["key"], "banner");
-    assert_eq!(err["errorCode"], "PARSE_ERROR");
-    let res = post(
-        &app,
-        "/ofrep/v1/evaluate/flags/banner",
-        ("x-api-key", &rig.web),
-        &json!({"context": [1]}),
-    )
-    .await;
-    let err = res.assert_error(StatusCode::BAD_REQUEST);
-    assert_eq!(err["errorCode"], "INVALID_CONTEXT");
-    assert_eq!(err["key"], "banner");
 }
 
+/// A table of cases: longer than a function should be, by its rows.
 #[tokio::test]
 async fn ruleset_download_by_accept() {
     let (rig, delivery, app) = app().await;
@@ -624,57 +789,80 @@ async fn ruleset_download_by_accept() {
         }
         b.body(Body::empty()).unwrap()
     };
-    let pb = send(&app, req(Some("application/x-protobuf"), &rig.api)).await;
-    assert_eq!(pb.status, StatusCode::OK);
-    assert_eq!(pb.header(CONTENT_TYPE), "application/x-protobuf");
-    assert_eq!(pb.body, snap.ruleset_bytes);
-    assert_eq!(pb.header(CACHE_CONTROL), "private, no-cache");
-    assert!(pb.header(VARY).contains("Accept"));
-    assert_eq!(pb.header("ruleset-version"), "1");
+    let pb = Case::new(
+        "protobuf",
+        req(Some("application/x-protobuf"), &rig.api),
+        StatusCode::OK,
+    )
+    .headers([
+        ("content-type", is("application/x-protobuf")),
+        ("cache-control", is("private, no-cache")),
+        ("vary", Want::Has("Accept")),
+        ("ruleset-version", is("1")),
+        ("etag", Want::WeakTag),
+    ])
+    .then(|res| assert_eq!(res.body, snap.ruleset_bytes))
+    .check(&app)
+    .await;
     let pb_tag = pb.header(ETAG).to_owned();
-    assert!(pb_tag.starts_with("W/\""));
-
-    let default = send(&app, req(None, &rig.api)).await;
-    assert_eq!(default.header(CONTENT_TYPE), "application/x-protobuf");
-
-    let js = send(&app, req(Some("application/json"), &rig.api)).await;
-    assert_eq!(js.status, StatusCode::OK);
-    assert_eq!(js.header(CONTENT_TYPE), "application/json");
-    let v = js.json();
-    assert_eq!(v["environment"], ENV);
-    assert_eq!(v["version"], 1);
-    assert_eq!(v["flags"][0]["variants"][0]["value"], true);
-    assert_ne!(js.header(ETAG), pb_tag, "one tag per representation");
-
-    let not_modified = send(
+    let error_code =
+        |code: &'static str| move |res: &Res| assert_eq!(res.json()["error"]["code"], code);
+    check_all(
         &app,
-        get("/v1/ruleset")
-            .header("x-api-key", &rig.api)
-            .header(IF_NONE_MATCH, &pb_tag)
-            .body(Body::empty())
-            .unwrap(),
+        vec![
+            Case::new("no Accept", req(None, &rig.api), StatusCode::OK)
+                .headers([("content-type", is("application/x-protobuf"))]),
+            Case::new(
+                "JSON",
+                req(Some("application/json"), &rig.api),
+                StatusCode::OK,
+            )
+            .headers([("content-type", is("application/json"))])
+            .then(|res| {
+                let v = res.json();
+                assert_eq!(v["environment"], ENV);
+                assert_eq!(v["version"], 1);
+                assert_eq!(v["flags"][0]["variants"][0]["value"], true);
+                assert_ne!(res.header(ETAG), pb_tag, "one tag per representation");
+            }),
+            Case::new(
+                "If-None-Match",
+                get("/v1/ruleset")
+                    .header("x-api-key", &rig.api)
+                    .header(IF_NONE_MATCH, &pb_tag)
+                    .body(Body::empty())
+                    .unwrap(),
+                StatusCode::NOT_MODIFIED,
+            )
+            .then(|res| assert!(res.body.is_empty())),
+            Case::new(
+                "unsupported Accept",
+                req(Some("text/html"), &rig.api),
+                StatusCode::NOT_ACCEPTABLE,
+            )
+            .headers(error_headers())
+            .then(error_code("not_acceptable")),
+            Case::new(
+                "public key",
+                req(Some("application/json"), &rig.web),
+                StatusCode::FORBIDDEN,
+            )
+            .headers(error_headers())
+            .headers([("ruleset-version", is("1"))])
+            .then(|res| {
+                assert_eq!(res.json()["error"]["code"], "wrong_key_kind");
+                res.assert_no_secrets(&rig);
+            }),
+            Case::new(
+                "no key",
+                get("/v1/ruleset").body(Body::empty()).unwrap(),
+                StatusCode::UNAUTHORIZED,
+            )
+            .headers(error_headers())
+            .then(error_code("missing_key")),
+        ],
     )
     .await;
-    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
-    assert!(not_modified.body.is_empty());
-
-    let res = send(&app, req(Some("text/html"), &rig.api)).await;
-    assert_eq!(
-        res.assert_error(StatusCode::NOT_ACCEPTABLE)["error"]["code"],
-        "not_acceptable"
-    );
-    let res = send(&app, req(Some("application/json"), &rig.web)).await;
-    assert_eq!(
-        res.assert_error(StatusCode::FORBIDDEN)["error"]["code"],
-        "wrong_key_kind"
-    );
-    assert_eq!(res.header("ruleset-version"), "1");
-    res.assert_no_secrets(&rig);
-    let res = send(&app, get("/v1/ruleset").body(Body::empty()).unwrap()).await;
-    assert_eq!(
-        res.assert_error(StatusCode::UNAUTHORIZED)["error"]["code"],
-        "missing_key"
-    );
 }
 
 #[tokio::test]
@@ -1043,75 +1231,81 @@ async fn min_version_catches_up_or_answers_stale() {
     let (rig, _, app) = app().await;
     let ctx = json!({"targetingKey": "u1"});
     rig.publish(2).await;
-
-    // Without the header the instance serves what it holds (polls are hourly here).
-    let res = send(
+    let eval = |min: Option<&str>| {
+        let mut b = get(&eval_uri(&rig.web, &ctx));
+        if let Some(v) = min {
+            b = b.header("flagbelt-min-version", v);
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    check_all(
         &app,
-        get(&eval_uri(&rig.web, &ctx)).body(Body::empty()).unwrap(),
+        vec![
+            // Without the header the instance serves what it holds (polls are
+            // hourly here).
+            Case::new("no header", eval(None), StatusCode::OK)
+                .headers([("ruleset-version", is("1"))]),
+            // With it, the instance catches up before answering.
+            Case::new("min version 2", eval(Some("2")), StatusCode::OK)
+                .headers([
+                    ("ruleset-version", is("2")),
+                    ("cache-control", is(CDN_CC)),
+                    ("flagbelt-stale", Want::Absent),
+                ])
+                .then(|res| assert_eq!(res.json()["version"], 2)),
+        ],
     )
     .await;
-    assert_eq!(res.header("ruleset-version"), "1");
-
-    // With it, the instance catches up before answering.
-    let res = send(
-        &app,
-        get(&eval_uri(&rig.web, &ctx))
-            .header("flagbelt-min-version", "2")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(res.status, StatusCode::OK);
-    assert_eq!(res.header("ruleset-version"), "2");
-    assert_eq!(res.json()["version"], 2);
-    assert_eq!(res.header(CACHE_CONTROL), CDN_CC);
-    assert!(res.headers.get("flagbelt-stale").is_none());
-
     // A version nobody published: answered from what it has, marked stale,
-    // never cacheable and without a validator.
+    // never cacheable and without a validator; OFREP too.
+    let stale = || {
+        [
+            ("flagbelt-stale", is("true")),
+            ("cache-control", is("no-store")),
+        ]
+    };
     let start = std::time::Instant::now();
-    let res = send(
-        &app,
-        get(&eval_uri(&rig.web, &ctx))
-            .header("flagbelt-min-version", "99")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    Case::new("min version 99", eval(Some("99")), StatusCode::OK)
+        .headers(stale())
+        .headers([
+            ("etag", Want::Absent),
+            ("surrogate-key", Want::Absent),
+            ("ruleset-version", is("2")),
+        ])
+        .then(|res| {
+            let v = res.json();
+            assert!(
+                v["flags"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .all(|f| f["reason"] == "STALE"),
+                "{v}"
+            );
+        })
+        .check(&app)
+        .await;
     assert!(start.elapsed() < Duration::from_secs(3));
-    assert_eq!(res.status, StatusCode::OK);
-    assert_eq!(res.header("flagbelt-stale"), "true");
-    assert_eq!(res.header(CACHE_CONTROL), "no-store");
-    assert!(res.headers.get(ETAG).is_none());
-    assert!(res.headers.get("surrogate-key").is_none());
-    assert_eq!(res.header("ruleset-version"), "2");
-    let v = res.json();
-    assert!(
-        v["flags"]
-            .as_object()
-            .unwrap()
-            .values()
-            .all(|f| f["reason"] == "STALE"),
-        "{v}"
-    );
-    // OFREP too.
-    let res = send(
-        &app,
+    Case::new(
+        "OFREP, min version 99",
         Request::post("/ofrep/v1/evaluate/flags")
             .header("x-api-key", &rig.api)
             .header("flagbelt-min-version", "99")
             .body(Body::from("{}"))
             .unwrap(),
+        StatusCode::OK,
     )
+    .headers(stale())
+    .then(|res| {
+        let flags = res.json()["flags"].as_array().unwrap().clone();
+        assert!(
+            flags
+                .iter()
+                .all(|f| f["reason"] == "STALE" && f.get("variant").is_some())
+        );
+    })
+    .check(&app)
     .await;
-    assert_eq!(res.header("flagbelt-stale"), "true");
-    assert_eq!(res.header(CACHE_CONTROL), "no-store");
-    let flags = res.json()["flags"].as_array().unwrap().clone();
-    assert!(
-        flags
-            .iter()
-            .all(|f| f["reason"] == "STALE" && f.get("variant").is_some())
-    );
 }
 
 #[tokio::test]
