@@ -119,7 +119,7 @@ fn spawn_readers(
                     match d.get("big").await {
                         Ok(env) => {
                             let snap = env.snapshot();
-                            let idx = snap.ruleset.flag_index.get("flag-7").copied();
+                            let idx = snap.ruleset.flag_idx("flag-7");
                             match idx.and_then(|i| eval::evaluate_flag(&snap.ruleset, i, &ctx)) {
                                 Some(_) => ok += 1,
                                 None => failed += 1,

@@ -45,7 +45,7 @@ fn benches(c: &mut Criterion) {
 
     let (_, big) =
         authoring::compile_yaml(&ruleset_yaml("bench", 1, 1000), 0).expect("1000-flag ruleset");
-    let idx = big.flag_index["flag-500"];
+    let idx = big.flag_idx("flag-500").expect("flag-500 exists");
     let mut j = 0usize;
     c.bench_function("evaluate_one/ruleset_1000", |b| {
         b.iter(|| {

@@ -46,11 +46,10 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
     };
     let results = match &args.flag {
         Some(key) => {
-            let idx = *ruleset.flag_index.get(key.as_str()).with_context(|| {
-                format!("no flag {key:?} in environment {}", ruleset.environment)
+            let flag = ruleset.flag(key).with_context(|| {
+                format!("no flag {key:?} in environment {}", ruleset.environment())
             })?;
-            let visible = audience == Audience::All || ruleset.client_flags.contains(&idx);
-            let result = eval::evaluate_flag(&ruleset, idx, &ctx).filter(|_| visible);
+            let result = eval::evaluate_key(&ruleset, key, &ctx).filter(|_| audience.sees(flag));
             let Some(result) = result else {
                 bail!("flag {key:?} is not client-visible (drop --client to see it)");
             };

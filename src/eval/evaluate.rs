@@ -59,6 +59,15 @@ pub enum Audience {
     All,
 }
 
+impl Audience {
+    /// Whether this audience sees `flag`: a server key every flag, a public
+    /// key those marked `client: true`. The one visibility rule: the model's
+    /// client list, the HTTP routes and the CLI all ask this.
+    pub fn sees(self, flag: &Flag) -> bool {
+        self == Self::All || flag.client
+    }
+}
+
 /// One flag's result, borrowing from the ruleset.
 #[derive(Debug, Clone, Copy)]
 pub struct Evaluation<'r> {
@@ -102,17 +111,7 @@ impl<'r> Answer<'r> {
     /// ```
     /// use flagbelt::eval::{Answer, Ruleset};
     ///
-    /// let rs = Ruleset {
-    ///     environment: "production".into(),
-    ///     version: 42,
-    ///     keys: Default::default(),
-    ///     segments: vec![],
-    ///     flags: vec![],
-    ///     flag_index: Default::default(),
-    ///     client_flags: vec![],
-    ///     relevant_client: Default::default(),
-    ///     relevant_all: Default::default(),
-    /// };
+    /// let rs = Ruleset::new("production".into(), 42, Default::default(), vec![], vec![]);
     /// let json = serde_json::to_string(&Answer::new(&rs, vec![])).unwrap();
     /// assert_eq!(json, r#"{"environment":"production","version":42,"flags":{}}"#);
     /// ```
@@ -378,14 +377,8 @@ mod tests {
     }
 
     fn ruleset(segments: Vec<Segment>, specs: Vec<FlagSpec>) -> Ruleset {
-        let mut flag_index = HashMap::new();
-        let mut client_flags = vec![];
         let mut flags = vec![];
-        for (i, s) in specs.into_iter().enumerate() {
-            flag_index.insert(s.key.into(), i);
-            if s.client {
-                client_flags.push(i);
-            }
+        for s in specs {
             flags.push(Flag {
                 key: s.key.into(),
                 client: s.client,
@@ -404,17 +397,7 @@ mod tests {
                 rules: s.rules,
             });
         }
-        Ruleset {
-            environment: "test".into(),
-            version: 42,
-            keys: HashMap::new(),
-            segments,
-            flags,
-            flag_index,
-            client_flags,
-            relevant_client: Default::default(),
-            relevant_all: Default::default(),
-        }
+        Ruleset::new("test".into(), 42, HashMap::new(), segments, flags)
     }
 
     fn segment(name: &str, rules: Vec<Vec<Condition>>) -> Segment {

@@ -21,33 +21,119 @@ pub type SegmentIdx = usize;
 pub type VariantIdx = usize;
 
 /// One environment's compiled ruleset.
+///
+/// Its fields are crate-private: `ruleset::compile` is the one producer (it
+/// guarantees that every index is in range and that segments and
+/// prerequisites are acyclic), through [`Ruleset::new`], and everyone else
+/// reads it through the accessors.
 #[derive(Debug)]
 pub struct Ruleset {
-    /// Environment name.
-    pub environment: String,
-    /// Ruleset version.
-    pub version: u64,
+    pub(crate) environment: String,
+    pub(crate) version: u64,
     /// API keys by key id.
-    pub keys: HashMap<String, ApiKey>,
+    pub(crate) keys: HashMap<String, ApiKey>,
     /// Segments; conditions refer to them by index.
-    pub segments: Vec<Segment>,
+    pub(crate) segments: Vec<Segment>,
     /// Flags in authoring order.
-    pub flags: Vec<Flag>,
+    pub(crate) flags: Vec<Flag>,
     /// Flag key to index in `flags`.
-    pub flag_index: HashMap<Arc<str>, FlagIdx>,
-    /// Indices of client-visible flags, in authoring order.
-    pub client_flags: Vec<FlagIdx>,
+    pub(crate) flag_index: HashMap<Arc<str>, FlagIdx>,
+    /// Indices of the flags a public key sees, in authoring order.
+    pub(crate) client_flags: Vec<FlagIdx>,
     /// Attributes client-visible evaluation can read (computed on first use;
     /// see [`crate::eval::relevant_attrs`]).
-    pub relevant_client: OnceLock<Vec<Attr>>,
+    pub(crate) relevant_client: OnceLock<Vec<Attr>>,
     /// Attributes evaluating every flag can read (computed on first use).
-    pub relevant_all: OnceLock<Vec<Attr>>,
+    pub(crate) relevant_all: OnceLock<Vec<Attr>>,
 }
 
 impl Ruleset {
+    /// A ruleset of `flags` (in authoring order) and `segments`, with the
+    /// indexes derived from them. The caller guarantees the invariants on
+    /// each type (indices in range, no cycles): `ruleset::compile` is the
+    /// producer; evaluating a model that breaks them gives wrong answers,
+    /// never a panic.
+    ///
+    /// ```
+    /// use flagbelt::eval::Ruleset;
+    ///
+    /// let rs = Ruleset::new("production".into(), 42, Default::default(), vec![], vec![]);
+    /// assert_eq!((rs.environment(), rs.version(), rs.flags().len()), ("production", 42, 0));
+    /// ```
+    pub fn new(
+        environment: String,
+        version: u64,
+        keys: HashMap<String, ApiKey>,
+        segments: Vec<Segment>,
+        flags: Vec<Flag>,
+    ) -> Self {
+        let client_flags = flags
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| crate::eval::Audience::Client.sees(f))
+            .map(|(i, _)| i)
+            .collect();
+        let flag_index = flags
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (Arc::clone(&f.key), i))
+            .collect();
+        Self {
+            environment,
+            version,
+            keys,
+            segments,
+            flags,
+            flag_index,
+            client_flags,
+            relevant_client: OnceLock::new(),
+            relevant_all: OnceLock::new(),
+        }
+    }
+
+    /// The environment this ruleset is for.
+    pub fn environment(&self) -> &str {
+        &self.environment
+    }
+
+    /// The ruleset's version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The API key with this id, if the ruleset holds one.
+    pub fn key(&self, id: &str) -> Option<&ApiKey> {
+        self.keys.get(id)
+    }
+
+    /// Every API key, in no particular order.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &ApiKey> {
+        self.keys.values()
+    }
+
+    /// Segments, indexed by [`SegmentIdx`].
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// Flags in authoring order, indexed by [`FlagIdx`].
+    pub fn flags(&self) -> &[Flag] {
+        &self.flags
+    }
+
+    /// The index of the flag with this key, if any.
+    pub fn flag_idx(&self, key: &str) -> Option<FlagIdx> {
+        self.flag_index.get(key).copied()
+    }
+
     /// The flag with this key, if any.
     pub fn flag(&self, key: &str) -> Option<&Flag> {
         self.flag_index.get(key).and_then(|&i| self.flags.get(i))
+    }
+
+    /// Indices of the flags a public key sees, in authoring order.
+    pub fn client_flags(&self) -> &[FlagIdx] {
+        &self.client_flags
     }
 }
 

@@ -83,7 +83,7 @@ impl Caller {
     /// that rule is written for the HTTP layer; evaluating everything an
     /// audience sees applies the same rule in `eval::evaluate_all`.
     pub(crate) fn sees(&self, flag: &Flag) -> bool {
-        self.audience() == Audience::All || flag.client
+        self.audience().sees(flag)
     }
 
     /// 403 when the key is the wrong kind for the route.

@@ -24,7 +24,7 @@ fn evaluate_all_allocates_only_the_answer() {
         let info = allocation_counter::measure(|| {
             n = eval::evaluate_all(&rs, &ctx, Audience::All).len();
         });
-        assert_eq!(n, rs.flags.len());
+        assert_eq!(n, rs.flags().len());
         assert_eq!(info.count_total, 1, "{text}: {info:?}");
     }
 }

@@ -197,10 +197,10 @@ fn design_example_parses_to_the_expected_proto() {
 fn design_example_compiles() {
     let (pb, model) = authoring::compile_yaml(DESIGN_EXAMPLE, 0).unwrap();
     assert_eq!(pb, parse(DESIGN_EXAMPLE));
-    assert_eq!(model.environment, "production");
-    assert_eq!(model.version, 42);
-    assert_eq!(model.flags.len(), 4);
-    assert_eq!(model.keys.len(), 2);
+    assert_eq!(model.environment(), "production");
+    assert_eq!(model.version(), 42);
+    assert_eq!(model.flags().len(), 4);
+    assert_eq!(model.keys().len(), 2);
 }
 
 #[test]
@@ -957,5 +957,5 @@ fn ten_thousand_flags_compile() {
     }
     let (pb, model) = flagbelt::ruleset::authoring::compile_yaml(&yaml, 0).unwrap();
     assert_eq!(pb.flags.len(), 10_000);
-    assert_eq!(model.flags.len(), 10_000);
+    assert_eq!(model.flags().len(), 10_000);
 }

@@ -379,7 +379,7 @@ fn keys_new_prints_a_working_key_and_stanza() {
     );
     let (_, model) = flagbelt::ruleset::authoring::compile_yaml(&yaml, 0).unwrap();
     let presented = flagbelt::ruleset::keys::PresentedKey::parse(&token).unwrap();
-    assert!(presented.matches(&model.keys["api"]));
+    assert!(presented.matches(model.key("api").unwrap()));
 
     let err = fails(&[
         "keys", "new", "--env", "bad env", "--id", "api", "--kind", "backend",

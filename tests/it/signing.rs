@@ -607,8 +607,8 @@ fn verified_ruleset_round_trip() {
     let (pb, model) = verify::verify_ruleset(&m, &rs).unwrap();
     assert_eq!(pb.environment, "prod");
     assert_eq!(pb.version, 42);
-    assert_eq!(model.environment, "prod");
-    assert_eq!(model.version, 42);
+    assert_eq!(model.environment(), "prod");
+    assert_eq!(model.version(), 42);
 }
 
 // ------------------------------------------------------------ version rules

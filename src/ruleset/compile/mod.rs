@@ -29,7 +29,6 @@ mod regex_cache;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
 
 use crate::eval::model;
 use crate::ruleset::proto;
@@ -65,28 +64,13 @@ pub fn compile(rs: &proto::Ruleset) -> Result<model::Ruleset, CompileError> {
     // The cost walk assumes acyclic graphs: it runs after both cycle checks.
     graph::check_evaluation_cost(&flags, &segments)?;
 
-    let client_flags = flags
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.client)
-        .map(|(i, _)| i)
-        .collect();
-    let flag_index = flags
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (Arc::clone(&f.key), i))
-        .collect();
-    Ok(model::Ruleset {
-        environment: rs.environment.clone(),
-        version: rs.version,
+    Ok(model::Ruleset::new(
+        rs.environment.clone(),
+        rs.version,
         keys,
         segments,
         flags,
-        flag_index,
-        client_flags,
-        relevant_client: OnceLock::new(),
-        relevant_all: OnceLock::new(),
-    })
+    ))
 }
 
 /// The format this build reads, and the environment name.
