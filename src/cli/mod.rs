@@ -19,9 +19,10 @@ mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
+
+use crate::util::now_ms;
 
 /// flagbelt: feature flags and dynamic config at the edge.
 #[derive(Debug, Parser)]
@@ -78,14 +79,6 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Milliseconds since the Unix epoch (the default ruleset version).
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Reads a UTF-8 text file, naming it in the error.

@@ -22,9 +22,10 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 
-use crate::delivery::source::{self, Fetched, Source, SourceError, SourceOptions, error_chain};
+use crate::delivery::source::{self, Fetched, Source, SourceError, SourceOptions};
 use crate::ruleset::verify::{self, Mover, TrustedKeys, VerifyError};
 use crate::ruleset::{codec, manifest, valid_env_name};
+use crate::util::error_chain;
 
 /// Arguments of `flagbelt publish`.
 #[derive(Debug, clap::Args)]

@@ -25,8 +25,6 @@
 //!
 //! Must not: evaluate flags, authenticate, or decide statuses other than 304.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -328,10 +326,7 @@ pub(crate) fn stamped(mut res: Response, snap: &Snapshot) -> Response {
 }
 
 fn age_seconds(published_at_ms: i64) -> u64 {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
+    let now_ms = i64::try_from(crate::util::now_ms()).unwrap_or(i64::MAX);
     u64::try_from(now_ms.saturating_sub(published_at_ms) / 1000).unwrap_or(0)
 }
 

@@ -238,7 +238,7 @@ impl ApiError {
         let status = self.status();
         match self {
             Self::Internal { what, source } => {
-                tracing::error!(what, error = %crate::delivery::source::error_chain(source.as_ref()), "internal error");
+                tracing::error!(what, error = %crate::util::error_chain(source.as_ref()), "internal error");
             }
             Self::Panic => tracing::error!("handler panicked"),
             _ => tracing::debug!(

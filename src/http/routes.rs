@@ -285,40 +285,13 @@ pub(crate) async fn metrics(State(st): State<OpsState>) -> Result<Response, ApiE
 pub(crate) async fn fallback(uri: Uri) -> Response {
     match uri.path().strip_prefix("/ofrep/v1/evaluate/flags/") {
         Some(key) if !key.is_empty() => {
-            let key = percent_decode(key);
+            // Echoed back as the client sent it, `%XX` decoded (the crate keeps
+            // malformed escapes as written; non-UTF-8 bytes become U+FFFD).
+            let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
             ApiError::FlagNotFound.render(Shape::OfrepFlag(&key))
         }
         _ if uri.path().starts_with("/ofrep/") => ApiError::NotFound.render(Shape::OfrepBulk),
         _ => ApiError::NotFound.into_response(),
-    }
-}
-
-/// `%XX` decoding for echoing a flag key back (invalid escapes kept as is).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
-        {
-            out.push(h * 16 + l);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
     }
 }
 
@@ -356,10 +329,22 @@ mod tests {
         assert!(negotiate(&accept("application/json;q=0")).is_err());
     }
 
-    #[test]
-    fn percent_decoding_for_echoed_keys() {
-        assert_eq!(percent_decode("a%20b/c"), "a b/c");
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%zz"), "%zz");
+    #[tokio::test]
+    async fn the_ofrep_fallback_echoes_the_key_percent_decoded() {
+        for (path, key) in [
+            ("a%20b/c", "a b/c"),
+            ("a%2", "a%2"),
+            ("%zz", "%zz"),
+            ("%ff", "\u{fffd}"),
+        ] {
+            let uri: Uri = format!("/ofrep/v1/evaluate/flags/{path}").parse().unwrap();
+            let res = fallback(uri).await;
+            assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+            let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["key"], key, "{path}: {json}");
+        }
     }
 }

@@ -4,7 +4,9 @@
 //! It must not hold a lock while compiling, and must not grow without bound.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use crate::util::lock;
 
 use regex::{Regex, RegexBuilder};
 
@@ -21,11 +23,7 @@ const REGEX_CACHE_MAX: usize = 10_000;
 /// full; models keep their `Arc`s either way.
 pub(super) fn shared_regex(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
     static CACHE: LazyLock<Mutex<HashMap<String, Arc<Regex>>>> = LazyLock::new(Mutex::default);
-    let cached = CACHE
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(pattern)
-        .cloned();
+    let cached = lock(&CACHE).get(pattern).cloned();
     if let Some(re) = cached {
         return Ok(re);
     }
@@ -35,7 +33,7 @@ pub(super) fn shared_regex(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
             .size_limit(REGEX_SIZE_LIMIT)
             .build()?,
     );
-    let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut cache = lock(&CACHE);
     if cache.len() >= REGEX_CACHE_MAX {
         cache.clear();
     }
