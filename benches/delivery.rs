@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use flagbelt::delivery::environments::{Delivery, DeliveryOptions};
+use flagbelt::delivery::failover::{FetchOptions, Fetcher};
 use flagbelt::delivery::faults::FaultyStore;
-use flagbelt::delivery::fetch::{FetchOptions, Fetcher};
 use flagbelt::delivery::source::Source;
 use flagbelt::eval;
 use flagbelt::ruleset::verify::TrustedKeys;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use object_store::local::LocalFileSystem;
 
 use super::environments::{Delivery, DeliveryOptions};
-use super::fetch::{FetchOptions, Fetcher};
+use super::failover::{FetchOptions, Fetcher};
 use super::lkg::LastKnownGood;
 use super::source::{Source, SourceError, SourceOptions, error_chain};
 use crate::ruleset::keys;

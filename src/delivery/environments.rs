@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::fetch::{Fetcher, PollOutcome, PollReport, PollState, SourceReport, Verdict};
+use super::failover::{Fetcher, PollOutcome, PollReport, PollState, SourceReport, Verdict};
 use super::lkg::LastKnownGood;
 use super::{Origin, Snapshot};
 use crate::ruleset::valid_env_name;

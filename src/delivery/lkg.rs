@@ -7,7 +7,7 @@
 //! opening the folder as a [`Source`].
 //!
 //! Must not: decide whether a cached copy is usable. Reading goes through
-//! [`LastKnownGood::source`] and the same `fetch`/`verify` path as any remote
+//! [`LastKnownGood::source`] and the same `failover`/`verify` path as any remote
 //! source (signatures, digest, version rules), so a tampered or half-written
 //! cache is rejected like a tampered bucket. It never blocks an async worker on
 //! file I/O (writes run in `spawn_blocking`).

@@ -9,8 +9,8 @@
 
 pub mod config;
 pub mod environments;
+pub mod failover;
 pub mod faults;
-pub mod fetch;
 pub mod lkg;
 pub mod source;
 

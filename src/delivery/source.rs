@@ -4,7 +4,7 @@
 //! `file://`): URL parsing into an object_store client with second-scale
 //! timeouts and retries, conditional manifest reads, ruleset reads, uploads, and
 //! per-source health counters and metrics. It must not decide anything about
-//! versions or verification (that is `fetch`), and never logs credentials: a
+//! versions or verification (that is `failover`), and never logs credentials: a
 //! source is known by its [`Source::label`], which has no secrets.
 
 use std::sync::Arc;

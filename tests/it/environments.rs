@@ -10,8 +10,8 @@ use object_store::ObjectStore;
 
 use flagbelt::delivery::Origin;
 use flagbelt::delivery::environments::{Delivery, DeliveryOptions, EnvError};
+use flagbelt::delivery::failover::{FetchOptions, Fetcher};
 use flagbelt::delivery::faults::{FaultyStore, Mode};
-use flagbelt::delivery::fetch::{FetchOptions, Fetcher};
 use flagbelt::delivery::lkg::LastKnownGood;
 use flagbelt::delivery::source::Source;
 use flagbelt::ruleset::verify::TrustedKeys;

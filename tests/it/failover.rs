@@ -17,10 +17,10 @@ use prost::Message as _;
 
 use flagbelt::delivery::Origin;
 use flagbelt::delivery::Snapshot;
-use flagbelt::delivery::faults::{FaultyStore, Mode};
-use flagbelt::delivery::fetch::{
+use flagbelt::delivery::failover::{
     FetchOptions, Fetcher, Held, PollOutcome, PollReport, PollState, Verdict,
 };
+use flagbelt::delivery::faults::{FaultyStore, Mode};
 use flagbelt::delivery::lkg::LastKnownGood;
 use flagbelt::delivery::source::Source;
 use flagbelt::ruleset::verify::TrustedKeys;

@@ -12,8 +12,8 @@ use ed25519_dalek::SigningKey;
 use object_store::ObjectStore;
 
 use flagbelt::delivery::environments::{Delivery, DeliveryOptions};
+use flagbelt::delivery::failover::{FetchOptions, Fetcher};
 use flagbelt::delivery::faults::FaultyStore;
-use flagbelt::delivery::fetch::{FetchOptions, Fetcher};
 use flagbelt::delivery::source::Source;
 use flagbelt::ruleset::verify::TrustedKeys;
 
