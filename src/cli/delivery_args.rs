@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::delivery::DeliveryOptions;
 use crate::delivery::config::DeliveryConfig;
-use crate::delivery::environments::DeliveryOptions;
 use crate::delivery::failover::FetchOptions;
 use crate::delivery::source::SourceOptions;
 

@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use object_store::local::LocalFileSystem;
 
-use super::environments::{Delivery, DeliveryOptions};
 use super::failover::{FetchOptions, Fetcher};
 use super::lkg::LastKnownGood;
 use super::source::{Source, SourceError, SourceOptions, error_chain};
+use super::{Delivery, DeliveryOptions};
 use crate::ruleset::keys;
 use crate::ruleset::verify::TrustedKeys;
 

@@ -6,15 +6,30 @@
 //! last-known-good persistence. It hands the HTTP layer immutable
 //! [`Snapshot`]s. It must not evaluate flags or write HTTP responses, and it
 //! never activates anything that `ruleset::verify` did not accept.
+//!
+//! # Layout
+//! - [`source`]: one store (URL parsing, deadlines, conditional reads, health).
+//! - [`failover`]: one poll of one environment across every source: which
+//!   version wins, hedged ruleset reads, per-source verdicts.
+//! - [`registry`]: [`Delivery`], the environments of this instance (first
+//!   load, coalescing, negative cache, preload, eviction, read-your-writes).
+//! - [`environment`]: one loaded environment (poll and swap, the refresher).
+//! - [`status`]: status reports and gauges.
+//! - [`lkg`]: the last-known-good cache folder; [`config`]: start-up.
+//! - [`faults`]: a fault-injecting store for tests and benchmarks.
 
 pub mod config;
-pub mod environments;
+pub mod environment;
 pub mod failover;
 pub mod faults;
 pub mod lkg;
+pub mod registry;
 pub mod source;
+pub mod status;
 
-use std::time::SystemTime;
+pub use self::registry::{Delivery, DeliveryOptions, EnvError};
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -57,4 +72,13 @@ pub enum Origin {
     LastKnownGood,
     /// The baked bootstrap folder (no source and no cache).
     Bootstrap,
+}
+
+/// Now, in milliseconds since the epoch (0 if the clock is before it), for
+/// status times and ages.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

@@ -30,7 +30,7 @@ use subtle::ConstantTimeEq as _;
 use super::caching::FLAGBELT_MIN_VERSION;
 use super::errors::ApiError;
 use crate::delivery::Snapshot;
-use crate::delivery::environments::{Delivery, EnvError};
+use crate::delivery::{Delivery, EnvError};
 use crate::eval::Audience;
 use crate::eval::model::{ApiKey, KeyKind};
 use crate::ruleset::keys::PresentedKey;

@@ -9,11 +9,11 @@ use ed25519_dalek::SigningKey;
 use object_store::ObjectStore;
 
 use flagbelt::delivery::Origin;
-use flagbelt::delivery::environments::{Delivery, DeliveryOptions, EnvError};
 use flagbelt::delivery::failover::{FetchOptions, Fetcher};
 use flagbelt::delivery::faults::{FaultyStore, Mode};
 use flagbelt::delivery::lkg::LastKnownGood;
 use flagbelt::delivery::source::Source;
+use flagbelt::delivery::{Delivery, DeliveryOptions, EnvError};
 use flagbelt::ruleset::verify::TrustedKeys;
 use flagbelt::ruleset::{authoring, codec, keys};
 
