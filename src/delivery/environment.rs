@@ -163,7 +163,11 @@ impl Environment {
                 if !matches!(cur.origin, Origin::Source { .. })
                     && let Some(label) = confirming_source(&sources, cur.version)
                 {
-                    self.confirm_local(&cur, label).await;
+                    // Serving the local copy, and the sources now serve that
+                    // very version: it is theirs again (status and metrics
+                    // stop saying "fallback"). Same model, relabelled.
+                    self.current
+                        .store(Arc::new(cur.with_origin(Origin::Source { label })));
                 }
                 false
             }
@@ -183,28 +187,6 @@ impl Environment {
             st.sources = sources;
         }
         self.polls.fetch_add(1, Ordering::Release);
-    }
-
-    /// Serving the local copy `cur`, and source `label` now serves that very
-    /// version: it is theirs again (status and metrics stop saying
-    /// "fallback"). Rebuilt from its bytes, off the runtime.
-    async fn confirm_local(&self, cur: &Snapshot, label: String) {
-        let bytes = cur.ruleset_bytes.clone();
-        let rebuilt =
-            tokio::task::spawn_blocking(move || crate::ruleset::codec::load_ruleset(&bytes)).await;
-        if let Ok(Ok((_, ruleset))) = rebuilt {
-            self.current.store(Arc::new(Snapshot {
-                environment: cur.environment.clone(),
-                version: cur.version,
-                sha256: cur.sha256,
-                published_at_ms: cur.published_at_ms,
-                ruleset,
-                ruleset_bytes: cur.ruleset_bytes.clone(),
-                manifest_bytes: cur.manifest_bytes.clone(),
-                origin: Origin::Source { label },
-                fetched_at: SystemTime::now(),
-            }));
-        }
     }
 
     /// Starts the task that polls this environment while it is loaded. It

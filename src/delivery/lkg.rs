@@ -294,7 +294,7 @@ mod tests {
             version: 1,
             sha256: [0; 32],
             published_at_ms: 0,
-            ruleset,
+            ruleset: Arc::new(ruleset),
             ruleset_bytes: Bytes::from_static(b"ruleset"),
             manifest_bytes: Bytes::from_static(b"manifest"),
             origin: crate::delivery::Origin::Bootstrap,

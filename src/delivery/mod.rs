@@ -29,6 +29,7 @@ pub mod status;
 
 pub use self::registry::{Delivery, DeliveryOptions, EnvError};
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -46,8 +47,10 @@ pub struct Snapshot {
     pub sha256: [u8; 32],
     /// When the publisher built the manifest (ms since the epoch).
     pub published_at_ms: i64,
-    /// The evaluable model.
-    pub ruleset: model::Ruleset,
+    /// The evaluable model. Shared: a snapshot relabelled with another
+    /// [`Origin`] ([`Snapshot::with_origin`]) shares it rather than decoding
+    /// and compiling the ruleset again.
+    pub ruleset: Arc<model::Ruleset>,
     /// The exact stored ruleset bytes (served by `GET /v1/ruleset`, written to
     /// last-known-good).
     pub ruleset_bytes: Bytes,
@@ -57,6 +60,25 @@ pub struct Snapshot {
     pub origin: Origin,
     /// When this instance fetched and verified it.
     pub fetched_at: SystemTime,
+}
+
+impl Snapshot {
+    /// The same ruleset, said to come from `origin`, fetched now (a local copy
+    /// confirmed by a source). Clones the bytes and the model's `Arc`, nothing
+    /// deeper.
+    pub fn with_origin(&self, origin: Origin) -> Self {
+        Self {
+            environment: self.environment.clone(),
+            version: self.version,
+            sha256: self.sha256,
+            published_at_ms: self.published_at_ms,
+            ruleset: Arc::clone(&self.ruleset),
+            ruleset_bytes: self.ruleset_bytes.clone(),
+            manifest_bytes: self.manifest_bytes.clone(),
+            origin,
+            fetched_at: SystemTime::now(),
+        }
+    }
 }
 
 /// Where a snapshot came from.

@@ -338,7 +338,7 @@ impl Fetcher {
                             version,
                             sha256: offer.manifest.sha256(),
                             published_at_ms: offer.manifest.published_at_ms(),
-                            ruleset: model,
+                            ruleset: Arc::new(model),
                             ruleset_bytes: bytes,
                             manifest_bytes: offer.manifest_bytes.clone(),
                             origin: Origin::Source { label },
