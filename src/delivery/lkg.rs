@@ -23,12 +23,13 @@ use bytes::Bytes;
 use object_store::local::LocalFileSystem;
 
 use crate::delivery::Snapshot;
-use crate::delivery::source::Source;
+use crate::delivery::source::{Source, SourceKind};
 use crate::ruleset::verify::{self, Mover, TrustedKeys};
 use crate::ruleset::{manifest, valid_env_name};
 
-/// Prefix of the label of [`LastKnownGood::source`] (`last-known-good:<dir>`).
-pub const LABEL_PREFIX: &str = "last-known-good:";
+/// Prefix of the label of [`LastKnownGood::source`] (`last-known-good:<dir>`);
+/// only a name for people: the source's [`SourceKind`] says what it is.
+const LABEL_PREFIX: &str = "last-known-good:";
 
 /// Marks temp files; a crash can leave one behind, and pruning removes it later.
 const TMP_MARKER: &str = ".tmp-";
@@ -152,7 +153,8 @@ impl LastKnownGood {
             Arc::new(store),
             "",
             timeout,
-        ))
+        )
+        .with_kind(SourceKind::LastKnownGood))
     }
 }
 

@@ -18,7 +18,8 @@ use arc_swap::ArcSwap;
 
 use super::environment::{Environment, confirming_source, held_of, save};
 use super::failover::{Fetcher, PollOutcome, PollReport, PollState};
-use super::lkg::{LABEL_PREFIX as LKG_LABEL_PREFIX, LastKnownGood};
+use super::lkg::LastKnownGood;
+use super::source::SourceKind;
 use super::status::unavailable_message;
 use super::{Origin, Snapshot};
 use crate::ruleset::valid_env_name;
@@ -329,10 +330,20 @@ impl Delivery {
         let PollOutcome::Activate(mut snap) = report.outcome else {
             return None;
         };
-        snap.origin = match &snap.origin {
-            Origin::Source { label } if label.starts_with(LKG_LABEL_PREFIX) => {
-                Origin::LastKnownGood
-            }
+        // The fallback fetcher's sources are the cache and the bootstrap
+        // folder; which one answered is its kind. Labels are unique within a
+        // fetcher (duplicates are refused at start), so the label finds it.
+        let kind = match &snap.origin {
+            Origin::Source { label } => fallback
+                .sources()
+                .iter()
+                .find(|s| s.label() == label)
+                .map(|s| s.kind()),
+            _ => None,
+        };
+        snap.origin = match kind {
+            Some(SourceKind::LastKnownGood) => Origin::LastKnownGood,
+            // Anything else a fallback serves is baked into the deployment.
             _ => Origin::Bootstrap,
         };
         Some(*snap)

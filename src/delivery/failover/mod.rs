@@ -41,9 +41,9 @@
 //! ruleset. Nothing waits on a source without a deadline.
 //!
 //! Parts: this module holds the policy (steps 3, 4 and 6) and the hedged
-//! ruleset read (step 5); [`manifests`] the concurrent conditional manifest
+//! ruleset read (step 5); `manifests` the concurrent conditional manifest
 //! reads and verification (steps 1 and 2) with the per-environment memory that
-//! makes them conditional ([`PollState`]); [`report`] what a poll tells its
+//! makes them conditional ([`PollState`]); `report` what a poll tells its
 //! caller and the logs (per-source verdicts, staleness, metrics).
 
 mod manifests;
