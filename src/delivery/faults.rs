@@ -21,6 +21,8 @@ use object_store::{
     ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
+use crate::ruleset::layout;
+
 /// What a read does before (or instead of) reaching the inner store.
 #[derive(Debug, Clone, Copy)]
 pub enum Mode {
@@ -127,12 +129,15 @@ impl FaultyStore {
         objects: &crate::ruleset::codec::StoredObjects,
     ) -> object_store::Result<()> {
         self.put_raw(
-            &format!("{env}/{}", objects.ruleset_path),
+            &layout::env_object(env, &objects.ruleset_path),
             objects.ruleset.clone(),
         )
         .await?;
-        self.put_raw(&format!("{env}/manifest.pb"), objects.manifest.clone())
-            .await
+        self.put_raw(
+            &layout::env_object(env, layout::MANIFEST),
+            objects.manifest.clone(),
+        )
+        .await
     }
 
     /// Writes an object directly (no faults).

@@ -13,6 +13,7 @@ pub mod codec;
 pub mod compile;
 pub mod hex;
 pub mod keys;
+pub mod layout;
 pub mod manifest;
 pub mod proto;
 pub mod verify;

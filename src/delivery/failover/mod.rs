@@ -421,7 +421,7 @@ impl Fetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::{authoring, codec, keys, manifest};
+    use crate::ruleset::{authoring, codec, keys, layout, manifest};
     use object_store::memory::InMemory;
 
     fn ruleset(env: &str, version: u64) -> Vec<u8> {
@@ -435,10 +435,10 @@ mod tests {
     async fn publish(src: &Source, env: &str, version: u64, key: &ed25519_dalek::SigningKey) {
         let rs = ruleset(env, version);
         let m = manifest::build(env, version, &rs, 7, false, std::slice::from_ref(key));
-        src.put(env, &manifest::ruleset_path(version), rs.into())
+        src.put(env, &layout::ruleset_path(version), rs.into())
             .await
             .unwrap();
-        src.put(env, "manifest.pb", codec::encode_manifest(&m).into())
+        src.put(env, layout::MANIFEST, codec::encode_manifest(&m).into())
             .await
             .unwrap();
     }

@@ -21,6 +21,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, ObjectMeta, ObjectStore, PutPayload};
 
 pub use self::url::{Scheme, SourceOptions, parse_sources};
+use crate::ruleset::layout;
 
 /// What a source is, as set when it was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -215,7 +216,7 @@ impl Source {
         env: &str,
         if_none_match: Option<&str>,
     ) -> Result<Fetched, SourceError> {
-        let path = self.path(env, "manifest.pb");
+        let path = self.path(env, layout::MANIFEST);
         let opts = GetOptions::new().with_if_none_match(if_none_match);
         let result = self
             .timed("manifest", async {
@@ -438,11 +439,14 @@ mod tests {
         let source = Source::new("mem", store.clone(), "p", Duration::from_secs(1));
         use object_store::ObjectStoreExt as _;
         store
-            .put(&source.path("e", "rulesets/1.pb"), vec![7u8; 100].into())
+            .put(
+                &source.path("e", &layout::ruleset_path(1)),
+                vec![7u8; 100].into(),
+            )
             .await
             .unwrap();
         let err = source
-            .get_ruleset_at_most("e", "rulesets/1.pb", 99)
+            .get_ruleset_at_most("e", &layout::ruleset_path(1), 99)
             .await
             .unwrap_err();
         assert!(
@@ -451,13 +455,13 @@ mod tests {
         );
         assert_eq!(source.health().errors, 1);
         let ok = source
-            .get_ruleset_at_most("e", "rulesets/1.pb", 100)
+            .get_ruleset_at_most("e", &layout::ruleset_path(1), 100)
             .await
             .unwrap();
         assert_eq!(ok.len(), 100);
         store
             .put(
-                &source.path("e", "manifest.pb"),
+                &source.path("e", layout::MANIFEST),
                 vec![0u8; usize::try_from(MAX_MANIFEST_BYTES).unwrap() + 1].into(),
             )
             .await
@@ -551,7 +555,7 @@ mod tests {
             s.get_manifest("prod", None).await,
             Err(SourceError::NotFound)
         ));
-        s.put("prod", "manifest.pb", Bytes::from_static(b"m1"))
+        s.put("prod", layout::MANIFEST, Bytes::from_static(b"m1"))
             .await
             .unwrap();
         let Fetched::Object { bytes, etag } = s.get_manifest("prod", None).await.unwrap() else {
@@ -562,6 +566,6 @@ mod tests {
             s.get_manifest("prod", etag.as_deref()).await.unwrap(),
             Fetched::NotModified
         ));
-        assert!(dir.path().join("prod/manifest.pb").is_file());
+        assert!(layout::manifest_file(&layout::env_dir(dir.path(), "prod")).is_file());
     }
 }
