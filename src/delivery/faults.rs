@@ -2,7 +2,8 @@
 //! black-hole, delay and ignore `If-None-Match`, and counts reads per path.
 //!
 //! A test and benchmark tool (failover tests, the delivery benchmark, chaos
-//! drills against a staging instance); production sources never use it. It
+//! drills against a staging instance), compiled only with the `test-support`
+//! feature, which the shipped binary does not enable. It
 //! must stay a thin wrapper: every fault is applied before the inner store is
 //! called, and writes always pass.
 

@@ -16,11 +16,13 @@
 //! - [`environment`]: one loaded environment (poll and swap, the refresher).
 //! - [`status`]: status reports and gauges.
 //! - [`lkg`]: the last-known-good cache folder; [`config`]: start-up.
-//! - [`faults`]: a fault-injecting store for tests and benchmarks.
+//! - `faults` (feature `test-support`): a fault-injecting store for tests and
+//!   benchmarks, not in the shipped binary.
 
 pub mod config;
 pub mod environment;
 pub mod failover;
+#[cfg(feature = "test-support")]
 pub mod faults;
 pub mod lkg;
 pub mod registry;
