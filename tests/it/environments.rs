@@ -3,7 +3,10 @@
 //! last-known-good and bootstrap fallbacks, and read-your-writes waits.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: virtual in the paused-time tests, real in the others.
+use tokio::time::Instant;
 
 use ed25519_dalek::SigningKey;
 use object_store::ObjectStore;
@@ -170,7 +173,7 @@ async fn refresh_swaps_whole_snapshots_and_keeps_serving_when_storage_fails() {
     assert_eq!(env.status().consecutive_failures, 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn environments_in_use_are_polled_on_their_own() {
     let rig = Rig::new(1);
     rig.publish(0, ENV, 1).await;
@@ -284,7 +287,7 @@ async fn cold_start_with_every_source_down_uses_last_known_good_then_recovers() 
     assert_eq!(env.status().consecutive_failures, 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn cold_start_without_cache_uses_the_bootstrap_folder() {
     let rig = Rig::new(1);
     rig.stores[0].set_mode(Mode::BlackHole);
