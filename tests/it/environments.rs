@@ -369,7 +369,8 @@ async fn a_restart_never_serves_older_than_its_last_known_good() {
     rig.publish(0, ENV, 3).await;
     let first = Delivery::new(rig.fetcher(), Some(fallback()), Some(lkg()), quick());
     assert_eq!(first.get(ENV).await.unwrap().snapshot().version, 3);
-    let written = cache.path().join(ENV).join("rulesets/3.pb");
+    // The manifest is written last: once it is there, the copy is whole.
+    let written = cache.path().join(ENV).join("manifest.pb");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !written.exists() {
         assert!(Instant::now() < deadline, "last-known-good was not written");
