@@ -199,35 +199,10 @@ impl Fetcher {
             && *old == bytes
         {
             let manifest = Arc::clone(manifest);
-            let version = manifest.version();
-            slot.memory = Some(Memory {
-                etag,
-                said: Said::Verified {
-                    manifest: Arc::clone(&manifest),
-                    bytes: bytes.clone(),
-                },
-            });
-            return (
-                Answer::Manifest { manifest, bytes },
-                Verdict::Version(version),
-            );
+            return remember_verified(slot, etag, manifest, bytes);
         }
         match verify::verify_manifest(&bytes, env, &self.trusted) {
-            Ok(m) => {
-                let manifest = Arc::new(m);
-                let version = manifest.version();
-                slot.memory = Some(Memory {
-                    etag,
-                    said: Said::Verified {
-                        manifest: Arc::clone(&manifest),
-                        bytes: bytes.clone(),
-                    },
-                });
-                (
-                    Answer::Manifest { manifest, bytes },
-                    Verdict::Version(version),
-                )
-            }
+            Ok(m) => remember_verified(slot, etag, Arc::new(m), bytes),
             Err(e) => {
                 reject_metric(&e);
                 let reason = format!("manifest: {}", error_chain(&e));
@@ -241,4 +216,26 @@ impl Fetcher {
             }
         }
     }
+}
+
+/// Remembers a verified manifest (and the ETag it came with) for the next
+/// poll, and answers with it.
+fn remember_verified(
+    slot: &mut Slot,
+    etag: Option<String>,
+    manifest: Arc<VerifiedManifest>,
+    bytes: Bytes,
+) -> (Answer, Verdict) {
+    let version = manifest.version();
+    slot.memory = Some(Memory {
+        etag,
+        said: Said::Verified {
+            manifest: Arc::clone(&manifest),
+            bytes: bytes.clone(),
+        },
+    });
+    (
+        Answer::Manifest { manifest, bytes },
+        Verdict::Version(version),
+    )
 }
