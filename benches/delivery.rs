@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use flagbelt::delivery::environments::{Delivery, DeliveryOptions};
+use flagbelt::delivery::failover::{FetchOptions, Fetcher};
 use flagbelt::delivery::faults::FaultyStore;
-use flagbelt::delivery::fetch::{FetchOptions, Fetcher};
 use flagbelt::delivery::source::Source;
+use flagbelt::delivery::{Delivery, DeliveryOptions};
 use flagbelt::eval;
 use flagbelt::ruleset::verify::TrustedKeys;
 use flagbelt::ruleset::{authoring, codec, keys};

@@ -15,7 +15,7 @@ use anyhow::{Context as _, bail};
 
 use crate::ruleset::codec::StoredObjects;
 use crate::ruleset::verify::{self, Mover, TrustedKeys, VerifyError};
-use crate::ruleset::{authoring, codec, keys, manifest};
+use crate::ruleset::{authoring, codec, keys, layout};
 
 /// Arguments of `flagbelt compile`.
 #[derive(Debug, clap::Args)]
@@ -52,7 +52,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
     let published_at = i64::try_from(now).unwrap_or(i64::MAX);
     let objects = codec::stored_objects(&pb, published_at, args.rollback, &signers);
 
-    let env_dir = args.out.join(&pb.environment);
+    let env_dir = layout::env_dir(&args.out, &pb.environment);
     check_not_older(&env_dir, &pb.environment, &objects.manifest)?;
     write_layout(&args.out, &env_dir, &objects)?;
 
@@ -71,8 +71,8 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
     );
     println!(
         "wrote {} and {} ({})",
-        env_dir.join(manifest::ruleset_path(pb.version)).display(),
-        env_dir.join("manifest.pb").display(),
+        layout::ruleset_file(&env_dir, pb.version).display(),
+        layout::manifest_file(&env_dir).display(),
         if signed_by.is_empty() {
             "unsigned".to_owned()
         } else {
@@ -87,7 +87,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
 /// version with another ruleset is left to [`write_layout`], which refuses to
 /// overwrite an immutable ruleset object.
 fn check_not_older(env_dir: &Path, env: &str, ours: &[u8]) -> anyhow::Result<()> {
-    let path = env_dir.join("manifest.pb");
+    let path = layout::manifest_file(env_dir);
     let Ok(bytes) = fs::read(&path) else {
         return Ok(());
     };
@@ -114,7 +114,7 @@ pub(super) fn write_layout(
     env_dir: &Path,
     objects: &StoredObjects,
 ) -> anyhow::Result<()> {
-    let rulesets = env_dir.join("rulesets");
+    let rulesets = layout::rulesets_dir(env_dir);
     let target = env_dir.join(&objects.ruleset_path);
     if fs::read(&target).is_ok_and(|existing| existing != objects.ruleset) {
         bail!(
@@ -126,10 +126,10 @@ pub(super) fn write_layout(
         .with_context(|| format!("cannot create {}", rulesets.display()))?;
     let tmp = TempDir::new(out)?;
     let tmp_ruleset = tmp.write("ruleset.pb", &objects.ruleset)?;
-    let tmp_manifest = tmp.write("manifest.pb", &objects.manifest)?;
+    let tmp_manifest = tmp.write(layout::MANIFEST, &objects.manifest)?;
     fs::rename(&tmp_ruleset, &target)
         .with_context(|| format!("cannot move ruleset into {}", target.display()))?;
-    let manifest_path = env_dir.join("manifest.pb");
+    let manifest_path = layout::manifest_file(env_dir);
     fs::rename(&tmp_manifest, &manifest_path)
         .with_context(|| format!("cannot move manifest into {}", manifest_path.display()))?;
     sync_dir(&rulesets);

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::delivery::DeliveryOptions;
 use crate::delivery::config::DeliveryConfig;
-use crate::delivery::environments::DeliveryOptions;
-use crate::delivery::fetch::FetchOptions;
+use crate::delivery::failover::FetchOptions;
 use crate::delivery::source::SourceOptions;
 
 /// Where rulesets come from and how hard to try.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 
 use crate::eval::{self, Answer, Audience, model};
-use crate::ruleset::{authoring, keys, verify};
+use crate::ruleset::{authoring, keys, layout, verify};
 
 /// Arguments of `flagbelt eval`.
 #[derive(Debug, clap::Args)]
@@ -116,7 +116,7 @@ fn load(args: &Args) -> anyhow::Result<model::Ruleset> {
     if trusted.is_empty() {
         eprintln!("note: signatures not checked (no --public-key given)");
     }
-    let manifest_path = env_dir.join("manifest.pb");
+    let manifest_path = layout::manifest_file(&env_dir);
     let manifest = verify::verify_manifest(&super::read_bytes(&manifest_path)?, &env, &trusted)
         .with_context(|| format!("{} rejected", manifest_path.display()))?;
     let ruleset_path = env_dir.join(manifest.ruleset_path());
@@ -127,7 +127,7 @@ fn load(args: &Args) -> anyhow::Result<model::Ruleset> {
 
 /// The environment folder to read, and the environment expected in it.
 fn find_env_dir(dir: &Path, env: Option<&str>) -> anyhow::Result<(PathBuf, String)> {
-    if dir.join("manifest.pb").is_file() {
+    if layout::manifest_file(dir).is_file() {
         let name = dir
             .file_name()
             .and_then(|n| n.to_str())
@@ -136,18 +136,18 @@ fn find_env_dir(dir: &Path, env: Option<&str>) -> anyhow::Result<(PathBuf, Strin
         return Ok((dir.to_path_buf(), env.map_or(name, str::to_owned)));
     }
     if let Some(env) = env {
-        return Ok((dir.join(env), env.to_owned()));
+        return Ok((layout::env_dir(dir, env), env.to_owned()));
     }
     let mut envs: Vec<String> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .filter_map(Result::ok)
-        .filter(|e| e.path().join("manifest.pb").is_file())
+        .filter(|e| layout::manifest_file(&e.path()).is_file())
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     envs.sort();
     match envs.as_slice() {
-        [one] => Ok((dir.join(one), one.clone())),
-        [] => bail!("{} holds no <env>/manifest.pb", dir.display()),
+        [one] => Ok((layout::env_dir(dir, one), one.clone())),
+        [] => bail!("{} holds no <env>/{}", dir.display(), layout::MANIFEST),
         many => bail!(
             "{} holds several environments ({}): pick one with --env",
             dir.display(),

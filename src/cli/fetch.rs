@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use super::delivery_args::DeliveryArgs;
+use crate::delivery::EnvError;
 use crate::delivery::config;
-use crate::delivery::environments::EnvError;
 
 /// Arguments of `flagbelt fetch`.
 #[derive(Debug, clap::Args)]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use crate::ruleset::{codec, compile, hex};
+use crate::ruleset::{codec, compile, hex, layout};
 
 /// Arguments of `flagbelt inspect`.
 #[derive(Debug, clap::Args)]
@@ -34,7 +34,7 @@ pub enum Kind {
 pub(super) fn run(args: &Args) -> anyhow::Result<()> {
     let bytes = super::read_bytes(&args.file)?;
     let kind = args.kind.unwrap_or_else(|| {
-        if args.file.file_name().is_some_and(|n| n == "manifest.pb") {
+        if args.file.file_name().is_some_and(|n| n == layout::MANIFEST) {
             Kind::Manifest
         } else {
             Kind::Ruleset

@@ -24,7 +24,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 
 use crate::delivery::source::{self, Fetched, Source, SourceError, SourceOptions};
 use crate::ruleset::verify::{self, Mover, TrustedKeys, VerifyError};
-use crate::ruleset::{codec, manifest, valid_env_name};
+use crate::ruleset::{codec, layout, valid_env_name};
 use crate::util::error_chain;
 
 /// Arguments of `flagbelt publish`.
@@ -125,7 +125,7 @@ struct EnvLayout {
 /// ruleset object is a ruleset of that environment and of the version its name
 /// says.
 fn read_layout(dir: &Path) -> anyhow::Result<Vec<EnvLayout>> {
-    if dir.join("manifest.pb").is_file() {
+    if layout::manifest_file(dir).is_file() {
         bail!(
             "{} is an environment folder; pass the folder above it (compile's --out)",
             dir.display()
@@ -148,25 +148,26 @@ fn read_layout(dir: &Path) -> anyhow::Result<Vec<EnvLayout>> {
     }
     if names.is_empty() {
         bail!(
-            "no environments in {} (expected <env>/manifest.pb from flagbelt compile)",
-            dir.display()
+            "no environments in {} (expected <env>/{} from flagbelt compile)",
+            dir.display(),
+            layout::MANIFEST
         );
     }
     names.iter().map(|env| read_env(dir, env)).collect()
 }
 
 fn read_env(dir: &Path, env: &str) -> anyhow::Result<EnvLayout> {
-    let env_dir = dir.join(env);
-    let manifest_path = env_dir.join("manifest.pb");
+    let env_dir = layout::env_dir(dir, env);
+    let manifest_path = layout::manifest_file(&env_dir);
     if !manifest_path.is_file() {
-        bail!("{} has no manifest.pb", env_dir.display());
+        bail!("{} has no {}", env_dir.display(), layout::MANIFEST);
     }
     let manifest_bytes = super::read_bytes(&manifest_path)?;
     let verified = verify::verify_manifest(&manifest_bytes, env, &TrustedKeys::none())
         .with_context(|| format!("{} is not a valid manifest", manifest_path.display()))?;
     let version = verified.version();
 
-    let rulesets_dir = env_dir.join("rulesets");
+    let rulesets_dir = layout::rulesets_dir(&env_dir);
     let mut rulesets: Vec<(u64, Bytes)> = Vec::new();
     if rulesets_dir.is_dir() {
         for name in fs_entries(&rulesets_dir)? {
@@ -174,14 +175,11 @@ fn read_env(dir: &Path, env: &str) -> anyhow::Result<EnvLayout> {
                 continue;
             }
             let path = rulesets_dir.join(&name);
-            let Some(v) = name
-                .strip_suffix(".pb")
-                .and_then(|n| n.parse::<u64>().ok())
-                .filter(|v| name == format!("{v}.pb"))
-            else {
+            let Some(v) = layout::parse_ruleset_file_name(&name) else {
                 bail!(
-                    "{} is not a ruleset object (expected rulesets/<version>.pb)",
-                    path.display()
+                    "{} is not a ruleset object (expected {}/<version>.pb)",
+                    path.display(),
+                    layout::RULESETS
                 );
             };
             let bytes = super::read_bytes(&path)?;
@@ -214,7 +212,7 @@ fn read_env(dir: &Path, env: &str) -> anyhow::Result<EnvLayout> {
         bail!(
             "{} names {}, which is missing",
             manifest_path.display(),
-            env_dir.join(manifest::ruleset_path(version)).display()
+            layout::ruleset_file(&env_dir, version).display()
         );
     }
     rulesets.sort_by_key(|(v, _)| *v);
@@ -318,9 +316,9 @@ async fn publish_env(source: &Source, layout: &EnvLayout) -> Result<EnvReport, S
     // Then the manifest, last.
     if manifest_state != ManifestState::Identical {
         source
-            .put(env, "manifest.pb", layout.manifest.clone())
+            .put(env, layout::MANIFEST, layout.manifest.clone())
             .await
-            .map_err(|e| step("writing manifest.pb", &e))?;
+            .map_err(|e| step(&format!("writing {}", layout::MANIFEST), &e))?;
         report.manifest_written = Some(layout.manifest.len());
     }
     Ok(report)
@@ -353,7 +351,12 @@ async fn check_store_manifest(
             object_store::Error::PermissionDenied { .. }
             | object_store::Error::Unauthenticated { .. },
         )) => return Ok(ManifestState::Replace),
-        Err(e) => return Err(step("reading the current manifest.pb", &e)),
+        Err(e) => {
+            return Err(step(
+                &format!("reading the current {}", layout::MANIFEST),
+                &e,
+            ));
+        }
     };
     if current == layout.manifest {
         return Ok(ManifestState::Identical);
@@ -392,7 +395,7 @@ async fn upload_ruleset(
     bytes: &Bytes,
     current: bool,
 ) -> Result<Option<usize>, String> {
-    let rel = manifest::ruleset_path(version);
+    let rel = layout::ruleset_path(version);
     let immutable = || {
         format!(
             "{rel} already exists in the store with different content: rulesets are immutable, give the new one a new version"

@@ -33,8 +33,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::delivery_args::DeliveryArgs;
+use crate::delivery::Delivery;
 use crate::delivery::config;
-use crate::delivery::environments::Delivery;
 use crate::http::{self, AdminToken, AppState, CachePolicy, HttpConfig};
 use crate::ruleset::valid_env_name;
 

@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use object_store::local::LocalFileSystem;
 
-use super::environments::{Delivery, DeliveryOptions};
-use super::fetch::{FetchOptions, Fetcher};
+use super::failover::{FetchOptions, Fetcher};
 use super::lkg::LastKnownGood;
-use super::source::{Source, SourceError, SourceOptions, error_chain};
+use super::source::{Source, SourceError, SourceKind, SourceOptions, error_chain};
+use super::{Delivery, DeliveryOptions};
 use crate::ruleset::keys;
 use crate::ruleset::verify::TrustedKeys;
 
@@ -139,12 +139,15 @@ impl DeliveryConfig {
         if let Some(dir) = &self.bootstrap {
             let store = LocalFileSystem::new_with_prefix(dir)
                 .map_err(|e| folder("bootstrap", dir, anyhow::Error::new(e)))?;
-            fallback_sources.push(Arc::new(Source::new(
-                format!("bootstrap:{}", dir.display()),
-                Arc::new(store),
-                "",
-                self.source.timeout,
-            )));
+            fallback_sources.push(Arc::new(
+                Source::new(
+                    format!("bootstrap:{}", dir.display()),
+                    Arc::new(store),
+                    "",
+                    self.source.timeout,
+                )
+                .with_kind(SourceKind::Bootstrap),
+            ));
         }
         let fallback = (!fallback_sources.is_empty())
             .then(|| Fetcher::new(fallback_sources, trusted.clone(), self.fetch.clone()));

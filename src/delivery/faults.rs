@@ -2,7 +2,8 @@
 //! black-hole, delay and ignore `If-None-Match`, and counts reads per path.
 //!
 //! A test and benchmark tool (failover tests, the delivery benchmark, chaos
-//! drills against a staging instance); production sources never use it. It
+//! drills against a staging instance), compiled only with the `test-support`
+//! feature, which the shipped binary does not enable. It
 //! must stay a thin wrapper: every fault is applied before the inner store is
 //! called, and writes always pass.
 
@@ -20,6 +21,8 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
+
+use crate::ruleset::layout;
 
 /// What a read does before (or instead of) reaching the inner store.
 #[derive(Debug, Clone, Copy)]
@@ -127,12 +130,15 @@ impl FaultyStore {
         objects: &crate::ruleset::codec::StoredObjects,
     ) -> object_store::Result<()> {
         self.put_raw(
-            &format!("{env}/{}", objects.ruleset_path),
+            &layout::env_object(env, &objects.ruleset_path),
             objects.ruleset.clone(),
         )
         .await?;
-        self.put_raw(&format!("{env}/manifest.pb"), objects.manifest.clone())
-            .await
+        self.put_raw(
+            &layout::env_object(env, layout::MANIFEST),
+            objects.manifest.clone(),
+        )
+        .await
     }
 
     /// Writes an object directly (no faults).

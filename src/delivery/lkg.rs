@@ -7,7 +7,7 @@
 //! opening the folder as a [`Source`].
 //!
 //! Must not: decide whether a cached copy is usable. Reading goes through
-//! [`LastKnownGood::source`] and the same `fetch`/`verify` path as any remote
+//! [`LastKnownGood::source`] and the same `failover`/`verify` path as any remote
 //! source (signatures, digest, version rules), so a tampered or half-written
 //! cache is rejected like a tampered bucket. It never blocks an async worker on
 //! file I/O (writes run in `spawn_blocking`).
@@ -23,12 +23,13 @@ use bytes::Bytes;
 use object_store::local::LocalFileSystem;
 
 use crate::delivery::Snapshot;
-use crate::delivery::source::Source;
+use crate::delivery::source::{Source, SourceKind};
 use crate::ruleset::verify::{self, Mover, TrustedKeys};
-use crate::ruleset::{manifest, valid_env_name};
+use crate::ruleset::{layout, valid_env_name};
 
-/// Prefix of the label of [`LastKnownGood::source`] (`last-known-good:<dir>`).
-pub const LABEL_PREFIX: &str = "last-known-good:";
+/// Prefix of the label of [`LastKnownGood::source`] (`last-known-good:<dir>`);
+/// only a name for people: the source's [`SourceKind`] says what it is.
+const LABEL_PREFIX: &str = "last-known-good:";
 
 /// Marks temp files; a crash can leave one behind, and pruning removes it later.
 const TMP_MARKER: &str = ".tmp-";
@@ -152,7 +153,8 @@ impl LastKnownGood {
             Arc::new(store),
             "",
             timeout,
-        ))
+        )
+        .with_kind(SourceKind::LastKnownGood))
     }
 }
 
@@ -172,7 +174,7 @@ impl StoreJob {
     /// this job is a rollback published after it. A cached manifest that no
     /// longer reads is replaced.
     fn superseded(&self, env_dir: &Path) -> bool {
-        let Ok(existing) = fs::read(env_dir.join("manifest.pb")) else {
+        let Ok(existing) = fs::read(layout::manifest_file(env_dir)) else {
             return false;
         };
         let none = TrustedKeys::none();
@@ -186,30 +188,24 @@ impl StoreJob {
     }
 
     fn run(self) -> io::Result<()> {
-        let env_dir = self.dir.join(&self.env);
-        // `rulesets/<version>.pb`, from the one definition of the layout.
-        let ruleset_rel = PathBuf::from(manifest::ruleset_path(self.version));
-        let ruleset_file = env_dir.join(&ruleset_rel);
-        let (Some(rulesets_dir), Some(ruleset_name)) =
-            (ruleset_file.parent(), ruleset_file.file_name())
-        else {
-            return Err(io::Error::other("ruleset path has no folder or file name"));
-        };
+        let env_dir = layout::env_dir(&self.dir, &self.env);
+        let rulesets_dir = layout::rulesets_dir(&env_dir);
+        let ruleset_name = layout::ruleset_file_name(self.version);
         if self.superseded(&env_dir) {
             // Saves are not ordered across tasks: a newer activation may have
             // been written already. The cache must never go back.
             return Ok(());
         }
         let new_env = !env_dir.exists();
-        fs::create_dir_all(rulesets_dir)?;
+        fs::create_dir_all(&rulesets_dir)?;
         if new_env {
             // Make the new folders themselves durable.
             sync_dir(&self.dir)?;
             sync_dir(&env_dir)?;
         }
-        write_atomic(rulesets_dir, ruleset_name, &self.ruleset)?;
-        write_atomic(&env_dir, "manifest.pb".as_ref(), &self.manifest)?;
-        if let Err(e) = prune(rulesets_dir, ruleset_name) {
+        write_atomic(&rulesets_dir, ruleset_name.as_ref(), &self.ruleset)?;
+        write_atomic(&env_dir, layout::MANIFEST.as_ref(), &self.manifest)?;
+        if let Err(e) = prune(&rulesets_dir, ruleset_name.as_ref()) {
             tracing::warn!(env = %self.env, error = %e, "could not prune old last-known-good rulesets");
         }
         Ok(())
@@ -294,7 +290,7 @@ mod tests {
             version: 1,
             sha256: [0; 32],
             published_at_ms: 0,
-            ruleset,
+            ruleset: Arc::new(ruleset),
             ruleset_bytes: Bytes::from_static(b"ruleset"),
             manifest_bytes: Bytes::from_static(b"manifest"),
             origin: crate::delivery::Origin::Bootstrap,
@@ -319,7 +315,7 @@ mod tests {
             .await
             .expect("not queued behind another environment")
             .unwrap();
-        assert!(dir.path().join(&other).join("manifest.pb").exists());
+        assert!(layout::manifest_file(&layout::env_dir(dir.path(), &other)).exists());
         // The busy environment's own writer does wait.
         let waiting =
             tokio::time::timeout(Duration::from_millis(200), lkg.store(&snapshot(busy))).await;

@@ -363,7 +363,7 @@ mod tests {
             version: 1,
             sha256: [0; 32],
             published_at_ms: 0,
-            ruleset,
+            ruleset: Arc::new(ruleset),
             ruleset_bytes: Bytes::new(),
             manifest_bytes: Bytes::new(),
             origin: crate::delivery::Origin::Bootstrap,

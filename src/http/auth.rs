@@ -31,7 +31,7 @@ use subtle::ConstantTimeEq as _;
 use super::errors::ApiError;
 use super::headers::FLAGBELT_MIN_VERSION;
 use crate::delivery::Snapshot;
-use crate::delivery::environments::{Delivery, EnvError};
+use crate::delivery::{Delivery, EnvError};
 use crate::eval::Audience;
 use crate::eval::model::{ApiKey, Flag, KeyKind};
 use crate::ruleset::keys::PresentedKey;

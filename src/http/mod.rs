@@ -74,7 +74,7 @@ pub use auth::AdminToken;
 pub use caching::CachePolicy;
 pub use errors::ApiError;
 
-use crate::delivery::environments::Delivery;
+use crate::delivery::Delivery;
 
 /// Largest request body accepted (413 above it).
 pub const BODY_LIMIT: usize = 64 * 1024;

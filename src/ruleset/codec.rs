@@ -106,7 +106,7 @@ pub fn stored_objects(
         signers,
     );
     StoredObjects {
-        ruleset_path: crate::ruleset::manifest::ruleset_path(rs.version),
+        ruleset_path: crate::ruleset::layout::ruleset_path(rs.version),
         ruleset,
         manifest: encode_manifest(&signed),
     }

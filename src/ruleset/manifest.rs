@@ -1,4 +1,5 @@
-//! Building and signing manifests (`<prefix>/<env>/manifest.pb`).
+//! Building and signing manifests (`<prefix>/<env>/manifest.pb`, see
+//! [`crate::ruleset::layout`]).
 //!
 //! Owns the manifest's construction: the body fields derived from the ruleset
 //! bytes (path, SHA-256, size), the signing context, and one Ed25519 signature
@@ -19,11 +20,9 @@ use crate::ruleset::{FORMAT, keys, proto};
 /// never be replayed as a signature over anything else (and vice versa).
 pub const SIGNING_CONTEXT: &[u8] = b"flagbelt-manifest-v1\0";
 
-/// Path of the ruleset object of `version`, relative to the environment folder:
-/// `rulesets/<version>.pb`.
-pub fn ruleset_path(version: u64) -> String {
-    format!("rulesets/{version}.pb")
-}
+/// The ruleset object's path, from [`crate::ruleset::layout`] (re-exported:
+/// callers and tests name it here too).
+pub use crate::ruleset::layout::ruleset_path;
 
 /// The exact bytes that are signed for an encoded manifest body.
 pub fn signed_message(body: &[u8]) -> Vec<u8> {

@@ -1,5 +1,6 @@
 //! The ruleset format: authoring YAML, the protobuf wire form, compilation into
-//! the evaluable model, manifests, signatures, API keys and verification.
+//! the evaluable model, the stored layout ([`layout`]), manifests, signatures,
+//! API keys and verification.
 //!
 //! Everything here is pure (no I/O, no clock: times are passed in). The one path
 //! from any input to an evaluable model is `compile`: YAML is first turned into
@@ -13,6 +14,7 @@ pub mod codec;
 pub mod compile;
 pub mod hex;
 pub mod keys;
+pub mod layout;
 pub mod manifest;
 pub mod operator;
 pub mod proto;

@@ -25,7 +25,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::eval::model;
 use crate::ruleset::codec::{self, DecodeError, LoadError};
-use crate::ruleset::manifest::{ruleset_path, signed_message};
+use crate::ruleset::layout::ruleset_path;
+use crate::ruleset::manifest::signed_message;
 use crate::ruleset::{FORMAT, compile, hex, keys, proto};
 
 /// The public keys whose signatures a reader accepts.

@@ -3,17 +3,20 @@
 //! last-known-good and bootstrap fallbacks, and read-your-writes waits.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: virtual in the paused-time tests, real in the others.
+use tokio::time::Instant;
 
 use ed25519_dalek::SigningKey;
 use object_store::ObjectStore;
 
 use flagbelt::delivery::Origin;
-use flagbelt::delivery::environments::{Delivery, DeliveryOptions, EnvError};
+use flagbelt::delivery::failover::{FetchOptions, Fetcher};
 use flagbelt::delivery::faults::{FaultyStore, Mode};
-use flagbelt::delivery::fetch::{FetchOptions, Fetcher};
 use flagbelt::delivery::lkg::LastKnownGood;
 use flagbelt::delivery::source::Source;
+use flagbelt::delivery::{Delivery, DeliveryOptions, EnvError};
 use flagbelt::ruleset::verify::TrustedKeys;
 use flagbelt::ruleset::{authoring, codec, keys};
 
@@ -170,7 +173,7 @@ async fn refresh_swaps_whole_snapshots_and_keeps_serving_when_storage_fails() {
     assert_eq!(env.status().consecutive_failures, 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn environments_in_use_are_polled_on_their_own() {
     let rig = Rig::new(1);
     rig.publish(0, ENV, 1).await;
@@ -284,7 +287,7 @@ async fn cold_start_with_every_source_down_uses_last_known_good_then_recovers() 
     assert_eq!(env.status().consecutive_failures, 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn cold_start_without_cache_uses_the_bootstrap_folder() {
     let rig = Rig::new(1);
     rig.stores[0].set_mode(Mode::BlackHole);
@@ -366,8 +369,7 @@ async fn a_restart_never_serves_older_than_its_last_known_good() {
     rig.publish(0, ENV, 3).await;
     let first = Delivery::new(rig.fetcher(), Some(fallback()), Some(lkg()), quick());
     assert_eq!(first.get(ENV).await.unwrap().snapshot().version, 3);
-    // The manifest is written last (atomically): once it is there, the whole
-    // save is (waiting for the ruleset object raced with the manifest).
+    // The manifest is written last: once it is there, the copy is whole.
     let written = cache.path().join(ENV).join("manifest.pb");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !written.exists() {

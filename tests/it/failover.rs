@@ -9,7 +9,10 @@
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: virtual in the paused-time tests, real in the others.
+use tokio::time::Instant;
 
 use ed25519_dalek::SigningKey;
 use object_store::ObjectStore;
@@ -17,10 +20,10 @@ use prost::Message as _;
 
 use flagbelt::delivery::Origin;
 use flagbelt::delivery::Snapshot;
-use flagbelt::delivery::faults::{FaultyStore, Mode};
-use flagbelt::delivery::fetch::{
+use flagbelt::delivery::failover::{
     FetchOptions, Fetcher, Held, PollOutcome, PollReport, PollState, Verdict,
 };
+use flagbelt::delivery::faults::{FaultyStore, Mode};
 use flagbelt::delivery::lkg::LastKnownGood;
 use flagbelt::delivery::source::Source;
 use flagbelt::ruleset::verify::TrustedKeys;
@@ -227,7 +230,7 @@ async fn erroring_primary_fails_over_to_the_secondary() {
     assert_eq!(rig.stores[0].reads("rulesets/1.pb"), 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn black_holed_primary_delays_a_poll_by_at_most_manifest_wait() {
     // The source deadline (5 s) is longer than manifest_wait (1 s): the poll's
     // own wait is what bounds it.
@@ -252,7 +255,7 @@ async fn black_holed_primary_delays_a_poll_by_at_most_manifest_wait() {
     assert_eq!(r.sources[1].verdict, Verdict::Version(1));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn black_hole_is_cut_by_the_source_deadline() {
     let rig = Rig::new(2, Duration::from_millis(300));
     let rs = rig.publish(0, 1).await;
@@ -785,7 +788,7 @@ async fn a_recovering_store_goes_from_unavailable_to_activate() {
     assert_activated(&r, 1, &rs, &rig.label(0));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_slow_ruleset_read_is_hedged_to_the_next_source() {
     let rig = Rig::new(2, Duration::from_secs(5));
     let rs = rig.publish(0, 1).await;

@@ -23,8 +23,8 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
-use flagbelt::delivery::environments::{Delivery, DeliveryOptions};
 use flagbelt::delivery::faults::{FaultyStore, Mode};
+use flagbelt::delivery::{Delivery, DeliveryOptions};
 use flagbelt::eval::model::KeyKind;
 use flagbelt::http::{AdminToken, AppState, HttpConfig, admin_router, public_router, router};
 use flagbelt::ruleset::{authoring, codec, keys};

@@ -26,7 +26,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
-use flagbelt::delivery::environments::DeliveryOptions;
+use flagbelt::delivery::DeliveryOptions;
 use flagbelt::delivery::faults::FaultyStore;
 use flagbelt::eval::model::KeyKind;
 use flagbelt::http::{AdminToken, AppState, HttpConfig, ROUTES, router};

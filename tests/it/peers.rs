@@ -24,8 +24,8 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use flagbelt::delivery::environments::{Delivery, DeliveryOptions};
 use flagbelt::delivery::faults::FaultyStore;
+use flagbelt::delivery::{Delivery, DeliveryOptions};
 use flagbelt::http::{AdminToken, AppState, HttpConfig, router};
 use flagbelt::ruleset::{authoring, codec, keys};
 

@@ -11,10 +11,10 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use object_store::ObjectStore;
 
-use flagbelt::delivery::environments::{Delivery, DeliveryOptions};
+use flagbelt::delivery::failover::{FetchOptions, Fetcher};
 use flagbelt::delivery::faults::FaultyStore;
-use flagbelt::delivery::fetch::{FetchOptions, Fetcher};
 use flagbelt::delivery::source::Source;
+use flagbelt::delivery::{Delivery, DeliveryOptions};
 use flagbelt::ruleset::verify::TrustedKeys;
 
 /// A delivery reading `stores` (label, store) in order, trusting `signer`,

@@ -39,18 +39,28 @@
 //! Time bound of a poll: `manifest_wait`, plus per version tried at most
 //! `(advertisers - 1) * hedge_delay` and one [`Source`] deadline for the
 //! ruleset. Nothing waits on a source without a deadline.
+//!
+//! Parts: this module holds the policy (steps 3, 4 and 6) and the hedged
+//! ruleset read (step 5); `manifests` the concurrent conditional manifest
+//! reads and verification (steps 1 and 2) with the per-environment memory that
+//! makes them conditional ([`PollState`]); `report` what a poll tells its
+//! caller and the logs (per-source verdicts, staleness, metrics).
 
-use std::fmt;
+mod manifests;
+mod report;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt as _};
 
-use crate::delivery::source::{Fetched, Source, SourceError, error_chain};
+pub use self::manifests::PollState;
+pub use self::report::{PollOutcome, PollReport, SourceReport, Verdict};
+use self::report::{log_transitions, reject_metric, source_reports};
+use crate::delivery::source::{Source, SourceError, error_chain};
 use crate::delivery::{Origin, Snapshot};
 use crate::eval::model;
-use crate::ruleset::codec::LoadError;
 /// What the caller serves for an environment: the held side of the version rule.
 pub use crate::ruleset::verify::Held;
 use crate::ruleset::verify::{
@@ -86,155 +96,6 @@ pub struct Fetcher {
     sources: Vec<Arc<Source>>,
     trusted: TrustedKeys,
     opts: FetchOptions,
-}
-
-/// Per-environment memory of what each source said last (ETag, and the
-/// verified manifest or the reason it was rejected), so the next poll is a
-/// conditional GET; owned by the caller.
-///
-/// Use one `PollState` per environment and [`Fetcher`]. Given another
-/// environment or a fetcher with other sources, it forgets everything and the
-/// next poll reads every manifest in full.
-#[derive(Default)]
-pub struct PollState {
-    env: String,
-    slots: Vec<Slot>,
-}
-
-impl fmt::Debug for PollState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The manifest bytes are noise in a debug print; say what each source said.
-        let mut list = f.debug_list();
-        for s in &self.slots {
-            let said = match s.memory.as_ref().map(|m| &m.said) {
-                Some(Said::Verified { manifest, .. }) => format!("v{}", manifest.version()),
-                Some(Said::Rejected { reason, .. }) => format!("rejected: {reason}"),
-                None => "-".to_owned(),
-            };
-            let etag = s.memory.as_ref().and_then(|m| m.etag.as_deref());
-            list.entry(&format_args!("{}: {said} (etag {etag:?})", s.label));
-        }
-        list.finish()?;
-        write!(f, " for {:?}", self.env)
-    }
-}
-
-/// What one source said last time, per slot (same index as the sources).
-struct Slot {
-    label: String,
-    memory: Option<Memory>,
-    /// The problem last logged at warn for this source, so a persistent problem
-    /// is logged once (and its end once), not on every poll.
-    warned: Option<String>,
-}
-
-struct Memory {
-    /// The ETag to send as `If-None-Match` (absent when the store sent none).
-    etag: Option<String>,
-    said: Said,
-}
-
-enum Said {
-    Verified {
-        manifest: Arc<VerifiedManifest>,
-        bytes: Bytes,
-    },
-    /// Remembered so that a 304 for a bad manifest stays a rejection without
-    /// re-reading (and re-counting) the same object.
-    Rejected { reason: String },
-}
-
-impl PollState {
-    /// Forgets everything when the environment or the source list changed.
-    fn align(&mut self, env: &str, sources: &[Arc<Source>]) {
-        let same = self.env == env
-            && self.slots.len() == sources.len()
-            && self
-                .slots
-                .iter()
-                .zip(sources)
-                .all(|(slot, src)| slot.label == src.label());
-        if !same {
-            self.env = env.to_owned();
-            self.slots = sources
-                .iter()
-                .map(|s| Slot {
-                    label: s.label().to_owned(),
-                    memory: None,
-                    warned: None,
-                })
-                .collect();
-        }
-    }
-}
-
-/// The result of one poll: what to do, and what each source said.
-#[derive(Debug)]
-pub struct PollReport {
-    /// What the caller should do.
-    pub outcome: PollOutcome,
-    /// One report per source, in configured order.
-    pub sources: Vec<SourceReport>,
-}
-
-/// What a poll decided.
-#[derive(Debug)]
-pub enum PollOutcome {
-    /// Nothing to activate; keep serving what is held. Also the answer when the
-    /// reachable sources are all behind what is held, and when a newer version
-    /// is advertised but its ruleset cannot be delivered while the held one is
-    /// still advertised (the source reports say why).
-    Unchanged,
-    /// A verified ruleset to activate (newer than held, or a signed rollback).
-    Activate(Box<Snapshot>),
-    /// Every source answered and none has this environment's manifest (or the
-    /// name cannot be an environment): safe to negative-cache.
-    NotFound,
-    /// Nothing usable: errors, timeouts, rejections, or no deliverable ruleset.
-    Unavailable,
-}
-
-impl PollOutcome {
-    /// A fixed metric label for the outcome.
-    fn label(&self) -> &'static str {
-        match self {
-            Self::Unchanged => "unchanged",
-            Self::Activate(_) => "activate",
-            Self::NotFound => "not_found",
-            Self::Unavailable => "unavailable",
-        }
-    }
-}
-
-/// What one source said in one poll.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SourceReport {
-    /// The source's label (no credentials).
-    pub label: String,
-    /// What it answered.
-    pub verdict: Verdict,
-    /// It answered, but is behind the best version seen (or behind what is
-    /// held), or lacks the environment that another source has.
-    pub stale: bool,
-}
-
-/// One source's answer in one poll.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
-pub enum Verdict {
-    /// A manifest that verified, with its version.
-    Version(u64),
-    /// The manifest did not change since the last poll (304, or 200 with the
-    /// same ETag); the version is the one it had then.
-    NotModified(u64),
-    /// The environment's manifest does not exist there.
-    NotFound,
-    /// The source failed or did not answer in time (manifest or ruleset read).
-    Error(String),
-    /// The source answered with a manifest or ruleset that failed verification.
-    Rejected(String),
-    /// The source was not asked (the environment name is invalid).
-    NotAsked,
 }
 
 /// One source's manifest, interpreted.
@@ -321,18 +182,42 @@ impl Fetcher {
         // The best version advertised by a manifest that verified (before the
         // held-version rules): what staleness is measured against.
         let best = offers.first().map(Offer::version);
+        let outcome = match self.decide(env, held, &offers, &mut verdicts).await {
+            Some(outcome) => outcome,
+            None if offers.is_empty() && answers.iter().all(|a| matches!(a, Answer::NotFound)) => {
+                PollOutcome::NotFound
+            }
+            None => PollOutcome::Unavailable,
+        };
 
-        let mut outcome = None;
-        for offer in &offers {
+        // Staleness: behind the best advertised version, or behind what is held
+        // after this poll (a source that went back without a signed rollback).
+        let now_held = match &outcome {
+            PollOutcome::Activate(s) => Some(s.version),
+            _ => held.map(|h| h.version),
+        };
+        let reference = best.max(now_held);
+        let sources = source_reports(&self.sources, verdicts, &answers, best, reference);
+        log_transitions(env, &sources, reference, state);
+        PollReport { outcome, sources }
+    }
+
+    /// Walks the offers, best first, under the version rule: the first one
+    /// that is unchanged, older than held, or delivered decides. `None` when
+    /// no offer could be delivered (or there were none).
+    async fn decide(
+        &self,
+        env: &str,
+        held: Option<Held>,
+        offers: &[Offer],
+        verdicts: &mut [Verdict],
+    ) -> Option<PollOutcome> {
+        for offer in offers {
             match verify::check_version(held, &offer.manifest, Mover::Reader) {
-                Ok(VersionDecision::Unchanged) => {
-                    outcome = Some(PollOutcome::Unchanged);
-                    break;
-                }
+                Ok(VersionDecision::Unchanged) => return Some(PollOutcome::Unchanged),
                 Ok(VersionDecision::Activate) => {
-                    if let Some(snap) = self.fetch_ruleset(env, offer, &mut verdicts).await {
-                        outcome = Some(PollOutcome::Activate(snap));
-                        break;
+                    if let Some(snap) = self.fetch_ruleset(env, offer, verdicts).await {
+                        return Some(PollOutcome::Activate(snap));
                     }
                     // Nobody could deliver this version: fall back to the next
                     // one down, which check_version judges again.
@@ -342,8 +227,7 @@ impl Fetcher {
                     // not a signed rollback published after it. Offers further down are older
                     // still; a rollback is honoured only when it is the highest
                     // version reachable, i.e. when the publisher's current word.
-                    outcome = Some(PollOutcome::Unchanged);
-                    break;
+                    return Some(PollOutcome::Unchanged);
                 }
                 Err(e) => {
                     // VersionConflict: one version, two rulesets. Ours was
@@ -355,188 +239,7 @@ impl Fetcher {
                 }
             }
         }
-        let outcome = outcome.unwrap_or_else(|| {
-            if offers.is_empty() && answers.iter().all(|a| matches!(a, Answer::NotFound)) {
-                PollOutcome::NotFound
-            } else {
-                PollOutcome::Unavailable
-            }
-        });
-
-        // Staleness: behind the best advertised version, or behind what is held
-        // after this poll (a source that went back without a signed rollback).
-        let now_held = match &outcome {
-            PollOutcome::Activate(s) => Some(s.version),
-            _ => held.map(|h| h.version),
-        };
-        let reference = best.max(now_held);
-        let sources = verdicts
-            .into_iter()
-            .zip(&answers)
-            .enumerate()
-            .map(|(i, (verdict, answer))| {
-                let stale = match (answer, reference) {
-                    (Answer::Manifest { manifest, .. }, Some(r)) => {
-                        // A manifest rejected for a conflict says nothing about lag.
-                        manifest.version() < r && !matches!(verdict, Verdict::Rejected(_))
-                    }
-                    (Answer::NotFound, Some(_)) => best.is_some(),
-                    _ => false,
-                };
-                SourceReport {
-                    label: self.sources[i].label().to_owned(),
-                    verdict,
-                    stale,
-                }
-            })
-            .collect::<Vec<_>>();
-        log_transitions(env, &sources, reference, state);
-        PollReport { outcome, sources }
-    }
-
-    /// Reads every manifest concurrently for at most `manifest_wait`, and
-    /// interprets each answer (updating `state`).
-    async fn read_manifests(
-        &self,
-        env: &str,
-        state: &mut PollState,
-    ) -> (Vec<Answer>, Vec<Verdict>) {
-        let deadline = tokio::time::Instant::now() + self.opts.manifest_wait;
-        let mut pending: FuturesUnordered<_> = self
-            .sources
-            .iter()
-            .enumerate()
-            .map(|(i, src)| {
-                let src = Arc::clone(src);
-                let env = env.to_owned();
-                let etag = state.slots[i].memory.as_ref().and_then(|m| m.etag.clone());
-                // Spawned, not just polled here: a read still running when
-                // manifest_wait ends is detached rather than cancelled, so it
-                // finishes under its own Source deadline and the source's health
-                // counters record the timeout. Its answer is not used.
-                let task =
-                    tokio::spawn(async move { src.get_manifest(&env, etag.as_deref()).await });
-                async move { (i, task.await) }
-            })
-            .collect();
-        let mut raw: Vec<Option<_>> = self.sources.iter().map(|_| None).collect();
-        while let Ok(Some((i, result))) = tokio::time::timeout_at(deadline, pending.next()).await {
-            raw[i] = Some(result);
-        }
-        drop(pending);
-
-        let mut answers = Vec::with_capacity(raw.len());
-        let mut verdicts = Vec::with_capacity(raw.len());
-        for (i, result) in raw.into_iter().enumerate() {
-            let slot = &mut state.slots[i];
-            let (answer, verdict) = match result {
-                None => (
-                    Answer::Failed,
-                    Verdict::Error(format!("no answer within {:?}", self.opts.manifest_wait)),
-                ),
-                Some(Err(_join)) => (
-                    Answer::Failed,
-                    Verdict::Error("manifest read task failed".to_owned()),
-                ),
-                Some(Ok(Err(SourceError::NotFound))) => {
-                    slot.memory = None;
-                    (Answer::NotFound, Verdict::NotFound)
-                }
-                // Keep the memory: the ETag is still right once the source is back.
-                Some(Ok(Err(e))) => (Answer::Failed, Verdict::Error(error_chain(&e))),
-                Some(Ok(Ok(Fetched::NotModified))) => match slot.memory.as_ref().map(|m| &m.said) {
-                    Some(Said::Verified { manifest, bytes }) => (
-                        Answer::Manifest {
-                            manifest: Arc::clone(manifest),
-                            bytes: bytes.clone(),
-                        },
-                        Verdict::NotModified(manifest.version()),
-                    ),
-                    Some(Said::Rejected { reason }) => {
-                        (Answer::Failed, Verdict::Rejected(reason.clone()))
-                    }
-                    None => {
-                        // Cannot happen (no ETag was sent), but a store could
-                        // misbehave: read in full next time.
-                        slot.memory = None;
-                        (
-                            Answer::Failed,
-                            Verdict::Error("not modified, but nothing remembered".to_owned()),
-                        )
-                    }
-                },
-                Some(Ok(Ok(Fetched::Object { bytes, etag }))) => {
-                    self.interpret_manifest(env, slot, bytes, etag)
-                }
-            };
-            answers.push(answer);
-            verdicts.push(verdict);
-        }
-        (answers, verdicts)
-    }
-
-    /// Verifies fresh manifest bytes from one source and remembers the result.
-    fn interpret_manifest(
-        &self,
-        env: &str,
-        slot: &mut Slot,
-        bytes: Bytes,
-        etag: Option<String>,
-    ) -> (Answer, Verdict) {
-        // A store that ignores If-None-Match and changes ETags on identical
-        // content (re-uploads) still gets no second signature check.
-        if let Some(Memory {
-            said:
-                Said::Verified {
-                    manifest,
-                    bytes: old,
-                },
-            ..
-        }) = &slot.memory
-            && *old == bytes
-        {
-            let manifest = Arc::clone(manifest);
-            let version = manifest.version();
-            slot.memory = Some(Memory {
-                etag,
-                said: Said::Verified {
-                    manifest: Arc::clone(&manifest),
-                    bytes: bytes.clone(),
-                },
-            });
-            return (
-                Answer::Manifest { manifest, bytes },
-                Verdict::Version(version),
-            );
-        }
-        match verify::verify_manifest(&bytes, env, &self.trusted) {
-            Ok(m) => {
-                let manifest = Arc::new(m);
-                let version = manifest.version();
-                slot.memory = Some(Memory {
-                    etag,
-                    said: Said::Verified {
-                        manifest: Arc::clone(&manifest),
-                        bytes: bytes.clone(),
-                    },
-                });
-                (
-                    Answer::Manifest { manifest, bytes },
-                    Verdict::Version(version),
-                )
-            }
-            Err(e) => {
-                reject_metric(&e);
-                let reason = format!("manifest: {}", error_chain(&e));
-                slot.memory = Some(Memory {
-                    etag,
-                    said: Said::Rejected {
-                        reason: reason.clone(),
-                    },
-                });
-                (Answer::Failed, Verdict::Rejected(reason))
-            }
-        }
+        None
     }
 
     /// Groups verified manifests by (version, digest), best first. When two
@@ -635,7 +338,7 @@ impl Fetcher {
                             version,
                             sha256: offer.manifest.sha256(),
                             published_at_ms: offer.manifest.published_at_ms(),
-                            ruleset: model,
+                            ruleset: Arc::new(model),
                             ruleset_bytes: bytes,
                             manifest_bytes: offer.manifest_bytes.clone(),
                             origin: Origin::Source { label },
@@ -715,63 +418,10 @@ impl Fetcher {
     }
 }
 
-/// Counts one rejected object under a fixed reason label.
-fn reject_metric(e: &VerifyError) {
-    let reason = match e {
-        VerifyError::Decode(_) | VerifyError::Load(LoadError::Decode(_)) => "decode",
-        VerifyError::Load(LoadError::Invalid(_)) => "invalid",
-        VerifyError::UnsupportedFormat { .. } => "format",
-        VerifyError::EnvMismatch { .. } => "environment",
-        VerifyError::VersionMismatch { .. } => "version_mismatch",
-        VerifyError::BadDigestLength { .. } | VerifyError::DigestMismatch { .. } => "digest",
-        VerifyError::SizeMismatch { .. } => "size",
-        VerifyError::BadSignature { .. } => "signature",
-        VerifyError::Unsigned { .. } => "unsigned",
-        VerifyError::BadPath { .. } => "path",
-        VerifyError::VersionConflict { .. } => "version_conflict",
-        VerifyError::OlderVersion { .. } | VerifyError::StaleRollback { .. } => "older_version",
-    };
-    metrics::counter!("flagbelt_fetch_rejected_total", "reason" => reason).increment(1);
-}
-
-/// Logs each source's problem at warn when it starts or changes, and at info
-/// when it ends. Why transitions: a poll loop over thousands of environments
-/// would otherwise repeat the same warning every few seconds; the metrics and
-/// the source reports still show every poll.
-fn log_transitions(
-    env: &str,
-    sources: &[SourceReport],
-    reference: Option<u64>,
-    state: &mut PollState,
-) {
-    for (report, slot) in sources.iter().zip(&mut state.slots) {
-        let problem = match &report.verdict {
-            Verdict::Rejected(reason) => Some(format!("rejected: {reason}")),
-            Verdict::Error(e) => Some(format!("unavailable: {e}")),
-            Verdict::Version(v) | Verdict::NotModified(v) if report.stale => Some(format!(
-                "stale: has version {v}, best known is {}",
-                reference.unwrap_or(0)
-            )),
-            Verdict::NotFound if report.stale => {
-                Some("stale: has no manifest, but another source does".to_owned())
-            }
-            _ => None,
-        };
-        if problem == slot.warned {
-            continue;
-        }
-        match &problem {
-            Some(p) => tracing::warn!(env, source = %report.label, problem = %p, "source problem"),
-            None => tracing::info!(env, source = %report.label, "source recovered"),
-        }
-        slot.warned = problem;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::{authoring, codec, keys, manifest};
+    use crate::ruleset::{authoring, codec, keys, layout, manifest};
     use object_store::memory::InMemory;
 
     fn ruleset(env: &str, version: u64) -> Vec<u8> {
@@ -785,10 +435,10 @@ mod tests {
     async fn publish(src: &Source, env: &str, version: u64, key: &ed25519_dalek::SigningKey) {
         let rs = ruleset(env, version);
         let m = manifest::build(env, version, &rs, 7, false, std::slice::from_ref(key));
-        src.put(env, &manifest::ruleset_path(version), rs.into())
+        src.put(env, &layout::ruleset_path(version), rs.into())
             .await
             .unwrap();
-        src.put(env, "manifest.pb", codec::encode_manifest(&m).into())
+        src.put(env, layout::MANIFEST, codec::encode_manifest(&m).into())
             .await
             .unwrap();
     }
