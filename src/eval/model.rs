@@ -203,9 +203,9 @@ pub struct Variant {
     /// Variant name (one shared `Arc` per distinct name in a ruleset).
     pub name: Arc<str>,
     /// Its value as compact JSON text. Evaluation never looks inside a value,
-    /// it only serves it; raw text is served as is and is several times
-    /// smaller than a parsed `Value` (which matters with thousands of
-    /// environments loaded).
+    /// it only serves it; raw text is served as is and is much smaller than
+    /// a parsed `Value`, which matters with thousands of environments loaded
+    /// (README "Benchmarks", what moved memory).
     pub value: Box<RawValue>,
 }
 
