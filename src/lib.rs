@@ -1,7 +1,8 @@
 //! flagbelt: an edge server for feature flags and dynamic config.
 //!
 //! # Layout
-//! Dependencies point inward: `cli -> delivery -> ruleset -> eval`.
+//! Dependencies point inward: `cli -> http -> delivery -> ruleset -> eval`;
+//! every module may use [`util`].
 //!
 //! - [`eval`]: pure evaluation (model, context, operators, rollout hashing,
 //!   `evaluate`); no I/O, no async, no clock.
@@ -12,7 +13,9 @@
 //! - [`http`]: the HTTP surface (axum): routes, auth, caching headers (the only
 //!   writer of them), errors and OFREP; handlers are thin over `delivery` and `eval`.
 //! - [`cli`]: the `flagbelt` command's subcommands (compile, inspect, eval, keys,
-//!   publish, fetch).
+//!   publish, fetch, serve, demo).
+//! - [`util`]: the leaf helpers every layer needs once (error chains, the wall
+//!   clock, poison-tolerant locks, percent-decoding, duplicate checks).
 
 pub mod cli;
 pub mod delivery;

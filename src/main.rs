@@ -2,7 +2,7 @@
 
 // mimalloc: a server holding thousands of environments makes many small
 // allocations; it uses less memory and swaps large rulesets in faster than
-// glibc malloc (benches/delivery.rs; README "Performance").
+// glibc malloc (benches/delivery.rs; README "Benchmarks").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -13,8 +13,9 @@ fn main() -> std::process::ExitCode {
 
 /// Opts the process out of transparent huge pages. mimalloc commits its arenas
 /// eagerly, and where the kernel backs them with huge pages a half-used arena
-/// counts in full in the resident size (README "Performance" has the figures
-/// from loadtest/run). Failing (a kernel without the flag) changes nothing else, so it is ignored.
+/// counts in full in the resident size (the README's "Server load test", under
+/// "Benchmarks", has the figures). Failing (a kernel without the flag) changes
+/// nothing else, so it is ignored.
 fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     let _ = nix::sys::prctl::set_thp_disable(true);

@@ -57,7 +57,8 @@ pub struct DeliveryArgs {
 }
 
 impl DeliveryArgs {
-    /// The typed configuration.
+    /// The flags as the delivery layer's typed settings (durations, options
+    /// per layer); the manifest wait is one source deadline.
     pub fn config(&self) -> DeliveryConfig {
         let timeout = Duration::from_millis(self.source_timeout_ms);
         DeliveryConfig {

@@ -19,7 +19,8 @@ use crate::ruleset::{authoring, codec};
 const DEMO_YAML: &str = include_str!("../../examples/demo.yaml");
 /// The demo's public (browser) key; its hash is in `examples/demo.yaml`.
 pub const DEMO_PUBLIC_KEY: &str = "fbp.demo.web.l1u83ftUtHOALf0O9eQLbzxoEVeG8ynnsGVGBX0fsRE";
-/// The demo's server key.
+/// The demo's server (backend) key, printed for the calls that need one
+/// (`POST /v1/eval`, `GET /v1/ruleset`); its hash is in `examples/demo.yaml`.
 pub const DEMO_SERVER_KEY: &str = "fbs.demo.api.UDOFsxceYEcMLwUrLY76OqwMXlS9sohK3pjE9reiN5k";
 
 /// Arguments of `flagbelt demo`.

@@ -22,7 +22,8 @@ pub struct Args {
     pub kind: Option<Kind>,
 }
 
-/// Object kinds.
+/// Which message a stored object decodes as (`--kind`, when the file name
+/// does not say).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
     /// `manifest.pb`.

@@ -71,7 +71,7 @@ impl Audience {
 /// One flag's result, borrowing from the ruleset.
 #[derive(Debug, Clone, Copy)]
 pub struct Evaluation<'r> {
-    /// The flag.
+    /// The flag evaluated; answers name it by its key.
     pub flag: &'r Flag,
     /// The variant served.
     pub variant: &'r Variant,
@@ -97,9 +97,10 @@ impl<'r> Evaluation<'r> {
 /// "variant": .., "reason": ..}}}`, flags in evaluation order.
 #[derive(Debug)]
 pub struct Answer<'r> {
-    /// Environment name.
+    /// The environment whose ruleset answered (the answer's `environment`).
     pub environment: &'r str,
-    /// Ruleset version.
+    /// The version of the ruleset that answered (the answer's `version`; HTTP
+    /// answers also carry it as `Ruleset-Version`).
     pub version: u64,
     /// Results, in the order they are written out.
     pub flags: Vec<Evaluation<'r>>,

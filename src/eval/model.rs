@@ -96,7 +96,9 @@ impl Ruleset {
         &self.environment
     }
 
-    /// The ruleset's version.
+    /// The version the publisher gave this ruleset (authored, or the compile
+    /// time in epoch milliseconds); `ruleset::verify::check_version` decides
+    /// whether one replaces another.
     pub fn version(&self) -> u64 {
         self.version
     }
@@ -152,7 +154,8 @@ pub enum KeyKind {
 pub struct ApiKey {
     /// Key id (`[A-Za-z0-9_-]{1,32}`).
     pub id: String,
-    /// Frontend or backend.
+    /// What the key may see and do; a presented key matches only if its
+    /// prefix (`fbp.`/`fbs.`) names the same kind.
     pub kind: KeyKind,
     /// SHA-256 of the secret's base64url text.
     pub secret_sha256: [u8; 32],
@@ -163,16 +166,19 @@ pub struct ApiKey {
 /// A named segment: a member matches any of `rules`.
 #[derive(Debug)]
 pub struct Segment {
-    /// Segment name.
+    /// The name under `segments:` in the YAML. Conditions refer to a segment
+    /// by index ([`SegmentIdx`]), so evaluation never reads it; it names the
+    /// segment for whoever inspects the model.
     pub name: String,
     /// Alternatives; each is an AND of conditions.
     pub rules: Vec<Vec<Condition>>,
 }
 
-/// One flag.
+/// A feature flag: its variants and what decides which one a context gets.
 #[derive(Debug)]
 pub struct Flag {
-    /// Flag key (shared with [`Ruleset::flag_index`]).
+    /// Flag key (`[A-Za-z0-9._-]{1,128}`); the ruleset's index by key, which
+    /// [`Ruleset::flag_idx`] reads, shares this `Arc`.
     pub key: Arc<str>,
     /// Visible to frontend keys.
     pub client: bool,
@@ -182,7 +188,8 @@ pub struct Flag {
     pub variants: Vec<Variant>,
     /// Served when no rule matches or a prerequisite is unmet.
     pub default: VariantIdx,
-    /// Served when disabled.
+    /// Served, with reason `DISABLED`, when `enabled` is false: the authored
+    /// `off`, or `default` when none was given.
     pub off: VariantIdx,
     /// Prerequisites, all of which must be met.
     pub prerequisites: Vec<Prerequisite>,
@@ -196,18 +203,21 @@ pub struct Variant {
     /// Variant name (one shared `Arc` per distinct name in a ruleset).
     pub name: Arc<str>,
     /// Its value as compact JSON text. Evaluation never looks inside a value,
-    /// it only serves it; raw text is served as is and is several times
-    /// smaller than a parsed `Value` (which matters with thousands of
-    /// environments loaded).
+    /// it only serves it; raw text is served as is and is much smaller than
+    /// a parsed `Value`, which matters with thousands of environments loaded
+    /// (README "Benchmarks", what moved memory).
     pub value: Box<RawValue>,
 }
 
-/// `requires: {flag, variant}`.
+/// `requires: {flag, variant}`: met when `flag`, evaluated for the same
+/// context, serves `variant` (whatever its reason).
 #[derive(Debug, Clone, Copy)]
 pub struct Prerequisite {
-    /// The prerequisite flag.
+    /// Index into [`Ruleset::flags`] of the flag evaluated first; in range,
+    /// and the prerequisite graph acyclic, by construction.
     pub flag: FlagIdx,
-    /// The variant it must serve.
+    /// Index into that flag's `variants` (not the dependent flag's) of the
+    /// variant it must serve.
     pub variant: VariantIdx,
 }
 
@@ -223,9 +233,11 @@ pub struct Rule {
 /// What a rule serves.
 #[derive(Debug)]
 pub enum Serve {
-    /// One variant.
+    /// Always this variant (index into the flag's `variants`), reason
+    /// `TARGETING_MATCH`.
     Variant(VariantIdx),
-    /// A weighted split.
+    /// A variant chosen by hashing an attribute, reason `SPLIT`. Boxed so that
+    /// the common fixed-variant rule stays small.
     Rollout(Box<Rollout>),
 }
 
@@ -248,7 +260,7 @@ pub enum Condition {
     Attr(AttrTest),
     /// Membership (`negate: false`) or non-membership of a segment.
     Segment {
-        /// The segment.
+        /// Index into [`Ruleset::segments`], in range by construction.
         segment: SegmentIdx,
         /// True for `not_segment`.
         negate: bool,
@@ -279,7 +291,8 @@ impl Attr {
 /// `attr` tested by `test`.
 #[derive(Debug)]
 pub struct AttrTest {
-    /// The attribute.
+    /// The context attribute the test reads; when it is missing (or `null`)
+    /// only `not_exists` holds.
     pub attr: Attr,
     /// The operator with its compiled operands.
     pub test: Test,
@@ -294,16 +307,19 @@ pub enum Test {
     NotExists,
     /// `eq`/`in` (`negate: false`) and `neq`/`not_in` (`negate: true`): typed equality.
     Equals {
-        /// Operands.
+        /// The operands with their authored JSON type; positive: the attribute
+        /// equals one of them.
         values: Vec<Scalar>,
-        /// Negated form.
+        /// True for `neq`/`not_in`: holds when the attribute equals none of
+        /// them (so also when its type differs).
         negate: bool,
     },
     /// `contains`/`not_contains`, `starts_with`, `ends_with`.
     Text {
         /// Which string test.
         op: TextOp,
-        /// Operands.
+        /// The strings the attribute is tested against, byte for byte (no case
+        /// folding or normalisation).
         values: Vec<Arc<str>>,
         /// Negated form (`not_contains`).
         negate: bool,
@@ -313,16 +329,18 @@ pub enum Test {
     Matches(Vec<Arc<Regex>>),
     /// `lt lte gt gte` on f64.
     Number {
-        /// Comparison.
+        /// How the attribute must compare to an operand; compile never puts
+        /// `Eq` here (numeric equality is the typed `eq`).
         cmp: Cmp,
-        /// Operands.
+        /// The numbers compared against; the test holds if any one does.
         values: Vec<f64>,
     },
     /// `semver_*` by SemVer precedence (build metadata ignored).
     Semver {
         /// Comparison (`Eq` included).
         cmp: Cmp,
-        /// Operands.
+        /// Versions read at compile time by [`crate::eval::parse_semver`], the
+        /// same lenient reader the attribute goes through.
         values: Vec<semver::Version>,
     },
     /// `before` (`after: false`) and `after`: instants compared exactly.
@@ -337,15 +355,16 @@ pub enum Test {
 /// String test kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextOp {
-    /// Substring.
+    /// `contains`/`not_contains`: the operand occurs anywhere in the attribute.
     Contains,
-    /// Prefix.
+    /// `starts_with`: the attribute begins with the operand.
     StartsWith,
-    /// Suffix.
+    /// `ends_with`: the attribute ends with the operand.
     EndsWith,
 }
 
-/// Ordering comparisons.
+/// How an attribute compares to an operand, attribute on the left
+/// (`Lt`: attribute < operand).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmp {
     /// `==` (semver only).
@@ -363,9 +382,9 @@ pub enum Cmp {
 /// A typed scalar operand for `eq`/`in` and their negations.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scalar {
-    /// A boolean.
+    /// Equals only a JSON boolean of the same value.
     Bool(bool),
-    /// A string.
+    /// Equals only a JSON string with the same bytes.
     Str(Arc<str>),
     /// A number (integers kept exact).
     Num(serde_json::Number),

@@ -125,9 +125,11 @@ pub(crate) struct Reply<'a> {
 /// A response body with its media type.
 #[derive(Debug)]
 pub(crate) struct Payload {
-    /// `Content-Type`.
+    /// The media type sent as `Content-Type` with the body (a 304 sends
+    /// neither).
     pub content_type: HeaderValue,
-    /// The bytes.
+    /// The body, uncompressed: the compression layer may encode it afterwards
+    /// (gzip or brotli, as the request accepts).
     pub bytes: Bytes,
 }
 

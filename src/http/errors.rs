@@ -291,7 +291,8 @@ impl IntoResponse for ApiError {
 /// An error on an OFREP route, written in OFREP's shape.
 #[derive(Debug)]
 pub(crate) struct OfrepError {
-    /// The error.
+    /// What went wrong: it decides the status, as on every route; only the
+    /// body's shape differs (OFREP's `errorCode`/`errorDetails`).
     pub error: ApiError,
     /// The flag key on the single-flag route; `None` on the bulk route.
     pub key: Option<String>,

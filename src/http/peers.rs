@@ -100,7 +100,7 @@ pub(super) enum FanOut {
         addresses: usize,
         /// One per address called.
         results: Vec<PeerResult>,
-        /// Results that are errors.
+        /// How many of `results` are failures.
         failed: usize,
         /// Addresses beyond [`MAX_PEERS`], not called (absent when 0).
         #[serde(skip_serializing_if = "is_zero")]
@@ -111,7 +111,8 @@ pub(super) enum FanOut {
     Failed {
         /// The `--peers` name.
         name: String,
-        /// Why.
+        /// Why the name gave no address to call (resolution failed or timed
+        /// out, or no HTTP client), with its innermost cause.
         error: String,
     },
 }

@@ -310,7 +310,8 @@ pub enum KeyFileError {
     Encode {
         /// `private key` or `public key`.
         what: &'static str,
-        /// The encoder's error.
+        /// The PKCS#8/SPKI encoder's error (like the decoder's, it holds no
+        /// key bytes).
         #[source]
         source: pkcs8::Error,
     },

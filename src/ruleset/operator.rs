@@ -89,7 +89,8 @@ impl Operands {
 /// One operator: its authoring name and the test it compiles to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spec {
-    /// The wire operator.
+    /// The operator's number in the proto ([`Operator`]): what stored
+    /// rulesets hold.
     pub op: Operator,
     /// The authoring name (`semver_gte`).
     pub name: &'static str,

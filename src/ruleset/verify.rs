@@ -215,7 +215,7 @@ pub enum VerifyError {
     /// The manifest's `ruleset_sha256` is not 32 bytes.
     #[error("manifest ruleset_sha256 has {found} bytes, expected 32")]
     BadDigestLength {
-        /// Its length.
+        /// The number of bytes it has instead.
         found: usize,
     },
     /// The ruleset bytes do not hash to the manifest's digest.
@@ -252,6 +252,7 @@ pub enum VerifyError {
     /// The manifest names a ruleset path other than `rulesets/<version>.pb`.
     #[error("manifest names ruleset path {found:?}, expected {expected:?}")]
     BadPath {
+        /// The path the manifest's own version calls for,
         /// `rulesets/<version>.pb`.
         expected: String,
         /// The path in the manifest.

@@ -60,7 +60,8 @@ pub enum AuthoringError {
     /// format does not allow, such as a condition with both `attr` and `segment`.
     #[error("{}", one_line(&format!("line {line}: {place}: {message}")))]
     Shape {
-        /// Where.
+        /// The flag, segment or key, rule, condition and field holding the
+        /// construct, as the message names them.
         place: Box<Place>,
         /// What is wrong.
         message: String,
@@ -74,9 +75,11 @@ pub enum AuthoringError {
         None => error.to_string(),
     }))]
     Invalid {
-        /// The error.
+        /// What is wrong and where, in the same terms as for a stored ruleset
+        /// (its place names the flag, rule and field).
         error: CompileError,
-        /// Line, when known.
+        /// The YAML line of the most specific part of that place found in the
+        /// text; `None` when no part of it could be located.
         line: Option<u64>,
     },
 }

@@ -105,7 +105,8 @@ impl fmt::Display for Place {
     }
 }
 
-/// What is wrong.
+/// What is wrong, apart from where (that is [`Place`]); the message follows the
+/// place in a [`CompileError`]'s text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ErrorKind {
     /// `format` is not one this build reads.
@@ -124,9 +125,10 @@ pub enum ErrorKind {
     /// A name is defined twice.
     #[error("duplicate {what} {name:?}")]
     Duplicate {
-        /// What kind of name.
+        /// What kind of name, as the message says it (`flag`, `segment`,
+        /// `variant`, `key id`).
         what: &'static str,
-        /// The name.
+        /// The name defined twice, as authored.
         name: String,
     },
     /// A reference to a variant the flag does not have.
@@ -156,17 +158,18 @@ pub enum ErrorKind {
     /// An operand of the wrong type for its operator.
     #[error("operator `{op}` needs {expected} values, got {got}")]
     WrongValueType {
-        /// Operator name.
+        /// The operator's authoring name (`semver_gte`).
         op: &'static str,
-        /// Expected type.
+        /// The operand types the operator accepts, as the message says them
+        /// (`number`, `string, number or boolean`).
         expected: &'static str,
-        /// What was given.
+        /// The offending operand with its type (`boolean true`, `string "1.5"`).
         got: String,
     },
     /// A regex that does not compile.
     #[error("invalid regex {pattern:?}: {reason}")]
     BadRegex {
-        /// The pattern.
+        /// The pattern as authored in `values`.
         pattern: String,
         /// The regex crate's message.
         reason: String,
@@ -185,13 +188,15 @@ pub enum ErrorKind {
     /// Variants of one flag with different JSON types.
     #[error("variants mix types: {first} is {first_type} but {other} is {other_type}")]
     MixedVariantTypes {
-        /// First variant name.
+        /// The flag's first variant (authoring order), whose type every other
+        /// variant must share.
         first: String,
-        /// Its type.
+        /// The JSON type of `first`, as the message says it (`a boolean`,
+        /// `a string`, `a number`, `JSON (object/array)`).
         first_type: &'static str,
-        /// Offending variant name.
+        /// The first variant whose type differs from `first_type`.
         other: String,
-        /// Its type.
+        /// The JSON type of `other`, named the same way.
         other_type: &'static str,
     },
     /// A flag without variants.
@@ -245,9 +250,10 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{place}: {kind}")]
 pub struct CompileError {
-    /// Where.
+    /// Where the error is, as a person finds it in the YAML; `authoring` maps
+    /// it to a line.
     pub place: Box<Place>,
-    /// What.
+    /// What is wrong there.
     pub kind: Box<ErrorKind>,
 }
 

@@ -17,10 +17,11 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 const REGEX_CACHE_MAX: usize = 10_000;
 
 /// Compiles `pattern`, or shares the one already compiled for it. A compiled
-/// regex costs tens of KB (automaton plus its cache pool) and a server holding
-/// thousands of environments sees the same patterns again and again; sharing
-/// one `Arc<Regex>` (it is `Sync`) costs a pointer. The cache is cleared when
-/// full; models keep their `Arc`s either way.
+/// regex (automaton plus its cache pool) is large next to the rest of a model,
+/// and a server holding thousands of environments sees the same patterns again
+/// and again; sharing one `Arc<Regex>` (it is `Sync`) costs a pointer (README
+/// "Benchmarks", what moved memory). The cache is cleared when full; models
+/// keep their `Arc`s either way.
 pub(super) fn shared_regex(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
     static CACHE: LazyLock<Mutex<HashMap<String, Arc<Regex>>>> = LazyLock::new(Mutex::default);
     let cached = lock(&CACHE).get(pattern).cloned();
