@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 
 use crate::eval::{self, Answer, Audience, model};
-use crate::ruleset::{authoring, keys, layout, verify};
+use crate::ruleset::{authoring, layout, verify};
 
 /// Arguments of `flagbelt eval`.
 #[derive(Debug, clap::Args)]
@@ -104,15 +104,7 @@ fn load(args: &Args) -> anyhow::Result<model::Ruleset> {
         return Ok(model);
     }
     let (env_dir, env) = find_env_dir(&args.source, args.env.as_deref())?;
-    let trusted = verify::TrustedKeys::from_keys(
-        args.public_keys
-            .iter()
-            .map(|p| {
-                keys::verifying_key_from_pem(&super::read_text(p)?)
-                    .with_context(|| format!("{} is not a usable public key", p.display()))
-            })
-            .collect::<anyhow::Result<_>>()?,
-    );
+    let trusted = crate::delivery::config::read_public_keys(&args.public_keys)?;
     if trusted.is_empty() {
         eprintln!("note: signatures not checked (no --public-key given)");
     }

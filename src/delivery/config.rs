@@ -15,10 +15,11 @@ use object_store::local::LocalFileSystem;
 
 use super::failover::{FetchOptions, Fetcher};
 use super::lkg::LastKnownGood;
-use super::source::{Source, SourceError, SourceKind, SourceOptions, error_chain};
+use super::source::{Source, SourceError, SourceKind, SourceOptions};
 use super::{Delivery, DeliveryOptions};
 use crate::ruleset::keys;
 use crate::ruleset::verify::TrustedKeys;
+use crate::util::{error_chain, first_repeat};
 
 /// Everything delivery needs, already parsed from flags or the environment.
 #[derive(Debug, Clone, Default)]
@@ -57,7 +58,7 @@ pub enum StartError {
         source: SourceError,
     },
     /// A public-key file that cannot be read or parsed.
-    #[error("public key {path} is unusable")]
+    #[error("{} is not a usable public key", path.display())]
     PublicKey {
         /// The file.
         path: PathBuf,
@@ -107,21 +108,11 @@ impl DeliveryConfig {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        // The same store twice would double every read and fake a second copy.
-        for (i, s) in sources.iter().enumerate() {
-            if sources
-                .iter()
-                .take(i)
-                .any(|earlier| earlier.label() == s.label())
-            {
-                return Err(StartError::Source {
-                    index: i + 1,
-                    source: SourceError::Config {
-                        url: s.label().to_owned(),
-                        reason: "listed twice".to_owned(),
-                    },
-                });
-            }
+        if let Some(i) = first_repeat(&sources, |s| s.label().to_owned()) {
+            return Err(StartError::Source {
+                index: i + 1,
+                source: super::source::url::listed_twice(&sources[i]),
+            });
         }
         let trusted = self.trusted_keys()?;
         let mut fallback_sources = Vec::new();
@@ -161,21 +152,7 @@ impl DeliveryConfig {
     }
 
     fn trusted_keys(&self) -> Result<TrustedKeys, StartError> {
-        let keys = self
-            .public_keys
-            .iter()
-            .map(|path| {
-                let text = std::fs::read_to_string(path).map_err(|e| StartError::PublicKey {
-                    path: path.clone(),
-                    source: anyhow::Error::new(e),
-                })?;
-                keys::verifying_key_from_pem(&text).map_err(|e| StartError::PublicKey {
-                    path: path.clone(),
-                    source: anyhow::Error::new(e),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(TrustedKeys::from_keys(keys))
+        read_public_keys(&self.public_keys)
     }
 }
 
@@ -199,4 +176,22 @@ pub async fn probe(delivery: &Delivery) -> Vec<Probe> {
         }
     });
     futures::future::join_all(checks).await
+}
+
+/// Reads the Ed25519 public keys (PEM files) a reader trusts, naming the file
+/// that cannot be read or parsed. `serve`, `fetch` and `eval` all load
+/// `--public-key` through this.
+pub fn read_public_keys(paths: &[PathBuf]) -> Result<TrustedKeys, StartError> {
+    let unusable = |path: &PathBuf, e: anyhow::Error| StartError::PublicKey {
+        path: path.clone(),
+        source: e,
+    };
+    let keys = paths
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).map_err(|e| unusable(path, e.into()))?;
+            keys::verifying_key_from_pem(&text).map_err(|e| unusable(path, e.into()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TrustedKeys::from_keys(keys))
 }

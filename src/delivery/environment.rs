@@ -21,8 +21,9 @@ use super::failover::{Fetcher, PollOutcome, PollReport, PollState, SourceReport,
 use super::lkg::LastKnownGood;
 use super::registry::{Delivery, DeliveryOptions};
 use super::status::{EnvStatus, unavailable_message};
-use super::{Origin, Snapshot, now_ms};
+use super::{Origin, Snapshot};
 use crate::ruleset::verify::Held;
+use crate::util::{lock, now_ms};
 
 /// One loaded environment.
 #[derive(Debug)]
@@ -274,12 +275,6 @@ fn clock_nanos() -> u32 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0)
-}
-
-/// Poison-tolerant lock: the data behind these mutexes is plain status that is
-/// valid whatever a panicking holder did.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

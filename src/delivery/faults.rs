@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,6 +23,7 @@ use object_store::{
 };
 
 use crate::ruleset::layout;
+use crate::util::lock;
 
 /// What a read does before (or instead of) reaching the inner store.
 #[derive(Debug, Clone, Copy)]
@@ -70,15 +71,12 @@ impl FaultyStore {
 
     /// Sets the fault for every path.
     pub fn set_mode(&self, mode: Mode) {
-        *self.mode.lock().unwrap_or_else(PoisonError::into_inner) = mode;
+        *lock(&self.mode) = mode;
     }
 
     /// Sets the fault for paths ending with `path_suffix` (last one set wins).
     pub fn set_mode_for(&self, path_suffix: &str, mode: Mode) {
-        self.path_modes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((path_suffix.to_owned(), mode));
+        lock(&self.path_modes).push((path_suffix.to_owned(), mode));
     }
 
     /// Makes the store ignore `If-None-Match` (always 200), as some emulators do.
@@ -88,9 +86,7 @@ impl FaultyStore {
 
     /// Reads of paths ending with `suffix`.
     pub fn reads(&self, suffix: &str) -> usize {
-        self.reads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.reads)
             .iter()
             .filter(|(p, _)| p.ends_with(suffix))
             .map(|(_, n)| n.load(Ordering::SeqCst))
@@ -99,23 +95,18 @@ impl FaultyStore {
 
     fn mode_for(&self, location: &Path) -> Mode {
         let path = location.as_ref();
-        let overrides = self
-            .path_modes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let overrides = lock(&self.path_modes);
         overrides
             .iter()
             .rev()
             .find(|(suffix, _)| path.ends_with(suffix.as_str()))
             .map(|(_, m)| *m)
-            .unwrap_or_else(|| *self.mode.lock().unwrap_or_else(PoisonError::into_inner))
+            .unwrap_or_else(|| *lock(&self.mode))
     }
 
     fn count(&self, location: &Path) {
         let counter = Arc::clone(
-            self.reads
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
+            lock(&self.reads)
                 .entry(location.as_ref().to_owned())
                 .or_default(),
         );

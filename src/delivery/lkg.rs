@@ -16,7 +16,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +26,7 @@ use crate::delivery::Snapshot;
 use crate::delivery::source::{Source, SourceKind};
 use crate::ruleset::verify::{self, Mover, TrustedKeys};
 use crate::ruleset::{layout, valid_env_name};
+use crate::util::lock;
 
 /// Prefix of the label of [`LastKnownGood::source`] (`last-known-good:<dir>`);
 /// only a name for people: the source's [`SourceKind`] says what it is.
@@ -126,9 +127,7 @@ impl LastKnownGood {
         let stripe = Self::stripe(&job.env);
         tokio::task::spawn_blocking(move || {
             // The guarded data is `()`: a panicking holder cannot corrupt it.
-            let _guard = locks
-                .get(stripe)
-                .map(|l| l.lock().unwrap_or_else(PoisonError::into_inner));
+            let _guard = locks.get(stripe).map(lock);
             job.run()
         })
         .await

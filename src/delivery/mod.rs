@@ -32,7 +32,7 @@ pub mod status;
 pub use self::registry::{Delivery, DeliveryOptions, EnvError};
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
@@ -96,13 +96,4 @@ pub enum Origin {
     LastKnownGood,
     /// The baked bootstrap folder (no source and no cache).
     Bootstrap,
-}
-
-/// Now, in milliseconds since the epoch (0 if the clock is before it), for
-/// status times and ages.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }

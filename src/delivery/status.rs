@@ -7,10 +7,11 @@
 //! answer" messages. It only reads: it must not poll, load or swap anything.
 //! Metric labels are fixed sets, never an environment name.
 
+use super::Origin;
 use super::environment::Environment;
 use super::failover::{SourceReport, Verdict};
 use super::registry::Delivery;
-use super::{Origin, now_ms};
+use crate::util::now_ms;
 
 /// What happened to an environment's last poll.
 #[derive(Debug, Clone, Default, serde::Serialize)]

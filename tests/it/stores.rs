@@ -18,7 +18,7 @@
 use flagbelt::delivery::Origin;
 use flagbelt::delivery::config::{DeliveryConfig, probe};
 use flagbelt::delivery::failover::Verdict;
-use flagbelt::delivery::source::error_chain;
+use flagbelt::util::error_chain;
 use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::{Command, Output};

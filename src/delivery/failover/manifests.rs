@@ -13,8 +13,9 @@ use futures::stream::{FuturesUnordered, StreamExt as _};
 
 use super::report::{Verdict, reject_metric};
 use super::{Answer, Fetcher};
-use crate::delivery::source::{Fetched, Source, SourceError, error_chain};
+use crate::delivery::source::{Fetched, Source, SourceError};
 use crate::ruleset::verify::{self, VerifiedManifest};
+use crate::util::error_chain;
 
 /// Per-environment memory of what each source said last (ETag, and the
 /// verified manifest or the reason it was rejected), so the next poll is a

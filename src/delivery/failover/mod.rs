@@ -58,7 +58,7 @@ use futures::stream::{FuturesUnordered, StreamExt as _};
 pub use self::manifests::PollState;
 pub use self::report::{PollOutcome, PollReport, SourceReport, Verdict};
 use self::report::{log_transitions, reject_metric, source_reports};
-use crate::delivery::source::{Source, SourceError, error_chain};
+use crate::delivery::source::{Source, SourceError};
 use crate::delivery::{Origin, Snapshot};
 use crate::eval::model;
 /// What the caller serves for an environment: the held side of the version rule.
@@ -67,6 +67,7 @@ use crate::ruleset::verify::{
     self, Mover, TrustedKeys, VerifiedManifest, VerifyError, VersionDecision,
 };
 use crate::ruleset::{hex, valid_env_name};
+use crate::util::error_chain;
 
 /// Timing of one poll.
 #[derive(Debug, Clone)]

@@ -22,6 +22,7 @@ use object_store::{GetOptions, ObjectMeta, ObjectStore, PutPayload};
 
 pub use self::url::{Scheme, SourceOptions, parse_sources};
 use crate::ruleset::layout;
+use crate::util::{error_chain, lock, now_ms};
 
 /// What a source is, as set when it was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -336,12 +337,7 @@ impl Source {
 
     /// Health counters as they are now.
     pub fn health(&self) -> SourceHealth {
-        let last_error = self
-            .stats
-            .last_error
-            .lock()
-            .map(|g| g.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+        let last_error = lock(&self.stats.last_error).clone();
         SourceHealth {
             label: self.label.clone(),
             ok: self.stats.ok.load(Ordering::Relaxed),
@@ -386,11 +382,8 @@ impl Source {
                 } else {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 }
-                let now = crate::delivery::now_ms();
                 let message = error_chain(e);
-                if let Ok(mut g) = self.stats.last_error.lock() {
-                    *g = Some((now, message));
-                }
+                *lock(&self.stats.last_error) = Some((now_ms(), message));
                 if matches!(e, SourceError::Timeout(_)) {
                     "timeout"
                 } else {
@@ -406,24 +399,6 @@ impl Source {
         .record(elapsed.as_secs_f64());
         result
     }
-}
-
-/// An error and its causes on one line (`a: b: c`), for status and logs.
-///
-/// A cause whose text the line already holds is left out: object_store's
-/// errors print their own causes, and repeating them buries the message.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

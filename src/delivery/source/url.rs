@@ -19,7 +19,8 @@ use object_store::path::Path;
 use object_store::{BackoffConfig, ClientConfigKey, ClientOptions, ObjectStore, RetryConfig};
 use url::Url;
 
-use super::{Source, SourceError, error_chain};
+use super::{Source, SourceError};
+use crate::util::{error_chain, first_repeat, percent_decode};
 
 /// Timeouts and retries for one source. object_store's defaults are minutes;
 /// a flag server must fail over in seconds.
@@ -175,18 +176,23 @@ impl Source {
 /// Two URLs with the same [`Source::label`] are an error: the same store listed
 /// twice would count twice in failover and publishing.
 pub fn parse_sources(urls: &[String], opts: &SourceOptions) -> Result<Vec<Source>, SourceError> {
-    let mut out: Vec<Source> = Vec::with_capacity(urls.len());
-    for url in urls {
-        let source = Source::from_url(url, opts)?;
-        if out.iter().any(|s| s.label == source.label) {
-            return Err(SourceError::Config {
-                url: source.label,
-                reason: "listed twice".into(),
-            });
-        }
-        out.push(source);
+    let out = urls
+        .iter()
+        .map(|url| Source::from_url(url, opts))
+        .collect::<Result<Vec<_>, _>>()?;
+    match first_repeat(&out, |s| s.label.clone()) {
+        Some(i) => Err(listed_twice(&out[i])),
+        None => Ok(out),
     }
-    Ok(out)
+}
+
+/// The error for a store given twice (the same [`Source::label`]): it would
+/// count twice in failover and publishing, and fake a second copy.
+pub(crate) fn listed_twice(source: &Source) -> SourceError {
+    SourceError::Config {
+        url: source.label.clone(),
+        reason: "listed twice".into(),
+    }
 }
 
 /// Azurite's well-known development account and key (published by Microsoft,
@@ -445,9 +451,8 @@ fn http(url: &Url, opts: &SourceOptions) -> Result<Built, String> {
         .with_allow_http(url.scheme() == "http");
     if !url.username().is_empty() || url.password().is_some() {
         use base64::Engine as _;
-        let decode = |s: &str| {
-            percent_encoding_decode(s).ok_or_else(|| "user information is not UTF-8".to_owned())
-        };
+        let decode =
+            |s: &str| percent_decode(s).ok_or_else(|| "user information is not UTF-8".to_owned());
         let user = decode(url.username())?;
         let password = decode(url.password().unwrap_or(""))?;
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
@@ -525,25 +530,6 @@ fn label_of(base: &str, prefix: &Path) -> String {
     } else {
         format!("{base}/{prefix}")
     }
-}
-
-fn percent_encoding_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = s.get(i + 1..i + 3)
-            && let Ok(b) = u8::from_str_radix(hex, 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 /// A duration as object_store's config text.
