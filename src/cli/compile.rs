@@ -91,17 +91,16 @@ fn check_not_older(env_dir: &Path, env: &str, ours: &[u8]) -> anyhow::Result<()>
     let Ok(bytes) = fs::read(&path) else {
         return Ok(());
     };
-    let none = TrustedKeys::none();
-    let held = verify::verify_manifest(&bytes, env, &none)
+    let held = verify::held_in(&bytes)
         .with_context(|| format!("existing {} is unreadable; remove it first", path.display()))?;
     // Ours was just built from a compiled ruleset: it verifies.
-    let ours =
-        verify::verify_manifest(ours, env, &none).context("the new manifest does not verify")?;
-    match verify::check_version(Some(held.held()), &ours, Mover::Writer) {
-        Err(e @ VerifyError::OlderVersion { .. }) => bail!(
-            "{} holds version {} and this ruleset is version {}: pass --rollback to go back ({e})",
+    let ours = verify::verify_manifest(ours, env, &TrustedKeys::none())
+        .context("the new manifest does not verify")?;
+    match verify::check_version(Some(held), &ours, Mover::Writer) {
+        Err(VerifyError::OlderVersion { .. }) => bail!(
+            "{} holds version {} and this ruleset is version {}: pass --rollback to go back",
             path.display(),
-            held.version(),
+            held.version,
             ours.version()
         ),
         Err(e) if e.is_older() => bail!("{} is not replaced: {e}", path.display()),

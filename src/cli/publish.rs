@@ -361,16 +361,15 @@ async fn check_store_manifest(
     if current == layout.manifest {
         return Ok(ManifestState::Identical);
     }
-    // A manifest in the store that does not read is replaced: ours is valid.
-    let Ok(held) = verify::verify_manifest(&current, &layout.env, &TrustedKeys::none()) else {
+    // A manifest in the store that does not decode is replaced: ours is valid.
+    let Ok(held) = verify::held_in(&current) else {
         return Ok(ManifestState::Replace);
     };
-    match verify::check_version(Some(held.held()), &layout.verified, Mover::Writer) {
+    match verify::check_version(Some(held), &layout.verified, Mover::Writer) {
         Ok(_) => Ok(ManifestState::Replace),
         Err(VerifyError::OlderVersion { .. }) => Err(format!(
             "the store holds version {}, newer than {}: not replaced (compile with --rollback to go back)",
-            held.version(),
-            layout.version
+            held.version, layout.version
         )),
         Err(VerifyError::VersionConflict {
             version,

@@ -171,19 +171,18 @@ impl StoreJob {
     /// ([`verify::check_version`], as a writer: the reader already judged the
     /// signature) says this job must not replace: a higher version, unless
     /// this job is a rollback published after it. A cached manifest that no
-    /// longer reads is replaced.
+    /// longer decodes is replaced.
     fn superseded(&self, env_dir: &Path) -> bool {
         let Ok(existing) = fs::read(layout::manifest_file(env_dir)) else {
             return false;
         };
-        let none = TrustedKeys::none();
         let (Ok(old), Ok(new)) = (
-            verify::verify_manifest(&existing, &self.env, &none),
-            verify::verify_manifest(&self.manifest, &self.env, &none),
+            verify::held_in(&existing),
+            verify::verify_manifest(&self.manifest, &self.env, &TrustedKeys::none()),
         ) else {
             return false;
         };
-        verify::check_version(Some(old.held()), &new, Mover::Writer).is_err_and(|e| e.is_older())
+        verify::check_version(Some(old), &new, Mover::Writer).is_err_and(|e| e.is_older())
     }
 
     fn run(self) -> io::Result<()> {

@@ -285,9 +285,9 @@ pub(crate) async fn metrics(State(st): State<OpsState>) -> Result<Response, ApiE
 pub(crate) async fn fallback(uri: Uri) -> Response {
     match uri.path().strip_prefix("/ofrep/v1/evaluate/flags/") {
         Some(key) if !key.is_empty() => {
-            // Echoed back as the client sent it, `%XX` decoded (the crate keeps
-            // malformed escapes as written; non-UTF-8 bytes become U+FFFD).
-            let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+            // Echoed back `%XX` decoded (malformed escapes kept as written),
+            // or as sent when the decoded bytes are not UTF-8.
+            let key = crate::util::percent_decode(key).unwrap_or_else(|| key.to_owned());
             ApiError::FlagNotFound.render(Shape::OfrepFlag(&key))
         }
         _ if uri.path().starts_with("/ofrep/") => ApiError::NotFound.render(Shape::OfrepBulk),
@@ -335,7 +335,7 @@ mod tests {
             ("a%20b/c", "a b/c"),
             ("a%2", "a%2"),
             ("%zz", "%zz"),
-            ("%ff", "\u{fffd}"),
+            ("%ff", "%ff"),
         ] {
             let uri: Uri = format!("/ofrep/v1/evaluate/flags/{path}").parse().unwrap();
             let res = fallback(uri).await;

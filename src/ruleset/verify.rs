@@ -153,6 +153,20 @@ pub struct Held {
     pub published_at_ms: i64,
 }
 
+/// What a stored manifest claims to hold, decoded but not verified: for a
+/// writer comparing with what a store, a folder or the cache already holds.
+/// A manifest this build cannot verify (another format, a bad path) still
+/// counts, so that a writer never moves it back by mistake; a digest of
+/// another length never equals a real one (it reads as all zeroes).
+pub fn held_in(manifest_bytes: &[u8]) -> Result<Held, DecodeError> {
+    let (_, body) = codec::decode_manifest(manifest_bytes)?;
+    Ok(Held {
+        version: body.version,
+        sha256: body.ruleset_sha256.as_slice().try_into().unwrap_or([0; 32]),
+        published_at_ms: body.published_at_ms,
+    })
+}
+
 /// Who applies [`check_version`]: what a rollback needs besides its mark and
 /// being published after what is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -712,5 +726,29 @@ mod tests {
             text.contains("2000") && text.contains("3000") && text.contains("never replayed"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn held_in_reads_what_a_manifest_claims_without_verifying_it() {
+        let body = proto::ManifestBody {
+            format: FORMAT + 1,
+            environment: "prod".into(),
+            version: 30,
+            ruleset_path: "elsewhere.pb".into(),
+            ruleset_sha256: vec![7; 31],
+            published_at_ms: 5,
+            ..Default::default()
+        };
+        let bytes = codec::encode_manifest(&proto::SignedManifest {
+            body: prost::Message::encode_to_vec(&body),
+            signatures: vec![],
+        });
+        assert!(verify_manifest(&bytes, "prod", &TrustedKeys::none()).is_err());
+        let held = held_in(&bytes).unwrap();
+        assert_eq!(
+            (held.version, held.sha256, held.published_at_ms),
+            (30, [0; 32], 5)
+        );
+        assert!(held_in(b"\xff\xff not a manifest").is_err());
     }
 }

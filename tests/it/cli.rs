@@ -592,3 +592,44 @@ fn publish_refuses_a_rollback_decided_before_the_store_moved_on() {
         std::fs::read(rollback.join("prod/manifest.pb")).unwrap()
     );
 }
+
+#[test]
+fn publish_never_moves_back_a_store_manifest_it_cannot_verify() {
+    use flagbelt::ruleset::{codec, proto};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(store.join("prod")).unwrap();
+    // A newer publisher's manifest: another format, version 30.
+    let body = proto::ManifestBody {
+        format: 99,
+        environment: "prod".into(),
+        version: 30,
+        ruleset_path: "rulesets/30.pb".into(),
+        ruleset_sha256: vec![1; 32],
+        ..Default::default()
+    };
+    let theirs = codec::encode_manifest(&proto::SignedManifest {
+        body: prost::Message::encode_to_vec(&body),
+        signatures: vec![],
+    });
+    std::fs::write(store.join("prod/manifest.pb"), &theirs).unwrap();
+    let src = tmp.path().join("v20.yaml");
+    std::fs::write(
+        &src,
+        "environment: prod\nversion: 20\nflags:\n  f:\n    variants: {a: 1, b: 2}\n    default: a\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    ok(&["compile", s(&src), "--out", s(&out)]);
+    let res = flagbelt(&["publish", s(&out), "--to", &format!("file://{}", s(&store))]);
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert_eq!(res.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("the store holds version 30, newer than 20"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(store.join("prod/manifest.pb")).unwrap(),
+        theirs
+    );
+}

@@ -176,14 +176,16 @@ impl Source {
 /// Two URLs with the same [`Source::label`] are an error: the same store listed
 /// twice would count twice in failover and publishing.
 pub fn parse_sources(urls: &[String], opts: &SourceOptions) -> Result<Vec<Source>, SourceError> {
-    let out = urls
-        .iter()
-        .map(|url| Source::from_url(url, opts))
-        .collect::<Result<Vec<_>, _>>()?;
-    match first_repeat(&out, |s| s.label.clone()) {
-        Some(i) => Err(listed_twice(&out[i])),
-        None => Ok(out),
+    let mut out: Vec<Source> = Vec::with_capacity(urls.len());
+    for url in urls {
+        out.push(Source::from_url(url, opts)?);
+        // Checked as each one is added: the first problem in the order given
+        // is the one reported.
+        if let Some(i) = first_repeat(&out, |s| s.label.clone()) {
+            return Err(listed_twice(&out[i]));
+        }
     }
+    Ok(out)
 }
 
 /// The error for a store given twice (the same [`Source::label`]): it would
