@@ -1,6 +1,9 @@
 //! The delivery settings shared by `flagbelt fetch` and `flagbelt serve`: one
 //! clap struct, every flag also an environment variable `FLAGBELT_<NAME>`,
 //! validated into [`DeliveryConfig`]'s typed values.
+//!
+//! Must not: read the environment itself (clap does), or build anything:
+//! `delivery::config` turns the settings into sources and a `Delivery`.
 
 use std::path::PathBuf;
 use std::time::Duration;

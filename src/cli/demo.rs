@@ -2,6 +2,9 @@
 //! environment (`examples/demo.yaml`, compiled into the binary) from a
 //! temporary `file://` store, and prints ready-to-paste calls with the demo
 //! keys. No cloud account, no emulator. The temporary folder is removed on exit.
+//!
+//! Must not: serve anything but the bundled demo environment, or leave its
+//! temporary store behind.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

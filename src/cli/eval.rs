@@ -1,6 +1,9 @@
 //! `flagbelt eval`: evaluate flags for one context, from authoring YAML or from a
 //! compiled folder (verified like a server would: manifest, signatures with
 //! `--public-key`, digest, environment, decode, compile).
+//!
+//! Must not: evaluate anything the server would refuse to load, or show a
+//! public key (`--client`) a flag the server would hide from it.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,9 @@
 //! and print what it would serve. The operator's "can this instance see its
 //! stores?" check: source probes, the version each environment would serve and
 //! where from, and every source's verdict.
+//!
+//! Must not: write to a store or the last-known-good cache, or judge a source
+//! differently from `serve` (it runs the same delivery code).
 
 use anyhow::Context as _;
 use serde_json::json;

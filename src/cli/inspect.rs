@@ -3,6 +3,9 @@
 //! Decoding only, plus a validity check for rulesets (compile): a ruleset that
 //! decodes but does not compile is printed and then reported as an error.
 //! Signatures are shown, not verified (`flagbelt eval DIR --public-key` verifies).
+//!
+//! Must not: present a decoded object as trusted, or print anything but the
+//! object's own fields.
 
 use std::path::PathBuf;
 

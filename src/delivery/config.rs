@@ -53,16 +53,16 @@ pub enum StartError {
     Source {
         /// 1-based position in the list.
         index: usize,
-        /// Why.
+        /// What is wrong with its URL or configuration.
         #[source]
         source: SourceError,
     },
     /// A public-key file that cannot be read or parsed.
     #[error("{} is not a usable public key", path.display())]
     PublicKey {
-        /// The file.
+        /// The `--public-key` file.
         path: PathBuf,
-        /// Why.
+        /// The read error, or why its text is not an Ed25519 public key in PEM.
         #[source]
         source: anyhow::Error,
     },
@@ -71,9 +71,9 @@ pub enum StartError {
     Folder {
         /// `cache` or `bootstrap`.
         what: &'static str,
-        /// The folder.
+        /// The folder as configured.
         path: PathBuf,
-        /// Why.
+        /// Why it cannot be created, opened or used as a store.
         #[source]
         source: anyhow::Error,
     },

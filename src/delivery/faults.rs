@@ -1,9 +1,9 @@
 //! Fault injection for storage: an in-memory object store that can fail,
 //! black-hole, delay and ignore `If-None-Match`, and counts reads per path.
 //!
-//! A test and benchmark tool (failover tests, the delivery benchmark, chaos
-//! drills against a staging instance), compiled only with the `test-support`
-//! feature, which the shipped binary does not enable. It
+//! A test and benchmark tool (failover and environment tests, the delivery
+//! benchmark), compiled only with the `test-support` feature, which the
+//! shipped binary does not enable. It
 //! must stay a thin wrapper: every fault is applied before the inner store is
 //! called, and writes always pass.
 

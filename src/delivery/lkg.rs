@@ -60,7 +60,7 @@ pub enum LkgError {
     /// The folder does not exist and cannot be created.
     #[error("cannot create the last-known-good folder {}", dir.display())]
     CreateDir {
-        /// The folder.
+        /// The configured `--cache-dir`.
         dir: PathBuf,
         /// The file system's error.
         #[source]
@@ -69,7 +69,7 @@ pub enum LkgError {
     /// The folder exists but object_store cannot open it.
     #[error("cannot open the last-known-good folder {}", dir.display())]
     Open {
-        /// The folder.
+        /// The configured `--cache-dir`.
         dir: PathBuf,
         /// object_store's error.
         #[source]

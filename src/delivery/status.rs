@@ -31,7 +31,7 @@ pub struct EnvStatus {
 /// One environment in the status report.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EnvReport {
-    /// Name.
+    /// The environment this line reports on.
     pub environment: String,
     /// Version serving.
     pub version: u64,

@@ -558,7 +558,7 @@ mod tests {
             (json!(["x", "y"]), false, true),
             (json!([]), false, true), // empty: no positive, every negative
             (json!([1, "a"]), true, false),
-            (json!([["a"]]), false, true), // nested list = value of the wrong type
+            (json!([["a"]]), false, true), // a nested list matches nothing
             (json!([null]), false, true),  // a null element equals nothing
             (json!([{"a": 1}]), false, true),
         ];

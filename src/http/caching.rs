@@ -2,8 +2,8 @@
 //!
 //! Owns, for every response that used a ruleset snapshot, `Ruleset-Version` and
 //! `Ruleset-Age`; the cache policy of each kind of answer (CDN-cacheable,
-//! private, no-store); weak ETags and `If-None-Match` (weak comparison, `*`,
-//! lists) with the `304` that carries the same headers a `200` would; the purge
+//! private, no-store); the `304` that carries the same headers a `200` would
+//! (the ETag itself and `If-None-Match` matching are [`super::etag`]'s); the purge
 //! tags (`Surrogate-Key`, `Cache-Tag`); `Vary`; and CORS (preflights, per-key
 //! allowed origins, exposed headers).
 //!

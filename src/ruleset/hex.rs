@@ -1,4 +1,7 @@
 //! Lower-case hex encoding and strict decoding (digests, key ids).
+//!
+//! Must not: decode anything but exactly the expected number of hex digits
+//! (a digest read from YAML or a manifest is exact, never padded or guessed).
 
 /// Lower-case hex of `bytes`.
 pub fn encode(bytes: &[u8]) -> String {

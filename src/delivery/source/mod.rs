@@ -70,7 +70,7 @@ pub enum SourceError {
     TooLarge {
         /// Size the store reported.
         size: u64,
-        /// The limit.
+        /// The most this reader accepts for that object (manifest or ruleset).
         max: u64,
     },
     /// The source URL or its settings are unusable.
