@@ -3,7 +3,7 @@
 //! Owns, for every response that used a ruleset snapshot, `Ruleset-Version` and
 //! `Ruleset-Age`; the cache policy of each kind of answer (CDN-cacheable,
 //! private, no-store); the `304` that carries the same headers a `200` would
-//! (the ETag itself and `If-None-Match` matching are [`super::etag`]'s); the purge
+//! (the ETag itself and `If-None-Match` matching are `etag`'s); the purge
 //! tags (`Surrogate-Key`, `Cache-Tag`); `Vary`; and CORS (preflights, per-key
 //! allowed origins, exposed headers).
 //!
