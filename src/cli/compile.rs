@@ -52,8 +52,8 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
     let published_at = i64::try_from(now).unwrap_or(i64::MAX);
     let objects = codec::stored_objects(&pb, published_at, args.rollback, &signers);
 
-    let env_dir = layout::env_dir(&args.out, &pb.environment);
-    check_not_older(&env_dir, &pb.environment, &objects.manifest)?;
+    let env_dir = layout::env_dir(&args.out, model.environment());
+    check_not_older(&env_dir, model.environment(), &objects.manifest)?;
     write_layout(&args.out, &env_dir, &objects)?;
 
     let signed_by: Vec<String> = signers
@@ -62,16 +62,16 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         .collect();
     println!(
         "compiled environment {} version {}: {} flags ({} client-visible), {} segments, {} keys",
-        pb.environment,
-        pb.version,
-        model.flags.len(),
-        model.client_flags.len(),
-        model.segments.len(),
-        model.keys.len(),
+        model.environment(),
+        model.version(),
+        model.flags().len(),
+        model.client_flags().len(),
+        model.segments().len(),
+        model.keys().len(),
     );
     println!(
         "wrote {} and {} ({})",
-        layout::ruleset_file(&env_dir, pb.version).display(),
+        layout::ruleset_file(&env_dir, model.version()).display(),
         layout::manifest_file(&env_dir).display(),
         if signed_by.is_empty() {
             "unsigned".to_owned()

@@ -16,7 +16,7 @@ use rand::Rng as _;
 
 use super::delivery_args::DeliveryArgs;
 use super::serve;
-use crate::ruleset::{authoring, codec};
+use crate::ruleset::{authoring, codec, layout};
 
 /// The demo environment's authoring YAML.
 const DEMO_YAML: &str = include_str!("../../examples/demo.yaml");
@@ -36,11 +36,15 @@ pub struct Args {
 
 pub(super) fn run(args: &Args) -> anyhow::Result<()> {
     let dir = TempStore::new()?;
-    let (pb, _) = authoring::compile_yaml(DEMO_YAML, super::now_ms())
+    let (pb, model) = authoring::compile_yaml(DEMO_YAML, super::now_ms())
         .context("the bundled demo ruleset does not compile")?;
     let published_at = i64::try_from(super::now_ms()).unwrap_or(i64::MAX);
     let objects = codec::stored_objects(&pb, published_at, false, &[]);
-    super::compile::write_layout(&dir.0, &dir.0.join(&pb.environment), &objects)?;
+    super::compile::write_layout(
+        &dir.0,
+        &layout::env_dir(&dir.0, model.environment()),
+        &objects,
+    )?;
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
     let token = URL_SAFE_NO_PAD.encode(raw);

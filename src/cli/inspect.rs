@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use crate::ruleset::{codec, compile, hex, layout};
+use crate::ruleset::{codec, layout};
 
 /// Arguments of `flagbelt inspect`.
 #[derive(Debug, clap::Args)]
@@ -47,30 +47,25 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
     let name = args.file.display();
     match kind {
         Kind::Manifest => {
-            let (signed, body) =
-                codec::decode_manifest(&bytes).with_context(|| format!("cannot decode {name}"))?;
-            let out = json!({
-                "kind": "manifest",
-                "body": serde_json::to_value(&body)?,
-                "signatures": signed.signatures.iter().map(|s| json!({
-                    "key_id": s.key_id,
-                    "signature": hex::encode(&s.signature),
-                })).collect::<Vec<_>>(),
-            });
+            let out =
+                codec::manifest_json(&bytes).with_context(|| format!("cannot decode {name}"))?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
         Kind::Ruleset => {
-            let pb =
-                codec::decode_ruleset(&bytes).with_context(|| format!("cannot decode {name}"))?;
-            let mut out = codec::ruleset_to_json(&pb)?;
+            let mut out =
+                codec::ruleset_json(&bytes).with_context(|| format!("cannot decode {name}"))?;
             if let Value::Object(m) = &mut out {
                 m.insert("kind".into(), json!("ruleset"));
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
-            compile::compile(&pb)
-                .with_context(|| format!("{name} decodes but is not a valid ruleset"))?;
-            Ok(())
+            match codec::load_ruleset(&bytes) {
+                Err(codec::LoadError::Invalid(e)) => Err(anyhow::Error::new(e)
+                    .context(format!("{name} decodes but is not a valid ruleset"))),
+                // It decoded above; a decode error cannot happen here.
+                Err(e) => Err(e.into()),
+                Ok(_) => Ok(()),
+            }
         }
     }
 }

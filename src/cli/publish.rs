@@ -194,14 +194,12 @@ fn read_env(dir: &Path, env: &str) -> anyhow::Result<EnvLayout> {
             } else {
                 // An older (or newer) object: published before, immutable; it
                 // must at least be what its name says.
-                let pb = codec::decode_ruleset(&bytes)
+                let (found_env, found_version) = codec::ruleset_identity(&bytes)
                     .with_context(|| format!("{} is not a ruleset", path.display()))?;
-                if pb.environment != env || pb.version != v {
+                if found_env != env || found_version != v {
                     bail!(
-                        "{} holds environment {:?} version {}, not {env:?} version {v}",
+                        "{} holds environment {found_env:?} version {found_version}, not {env:?} version {v}",
                         path.display(),
-                        pb.environment,
-                        pb.version
                     );
                 }
             }

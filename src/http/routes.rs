@@ -231,10 +231,10 @@ fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
 /// The proto ruleset as JSON, with each variant's `value_json` text replaced
 /// by the JSON value it holds (as `flagbelt inspect` prints it).
 fn ruleset_json(bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let pb = codec::decode_ruleset(bytes)
-        .map_err(|e| ApiError::internal("decoding a served ruleset", e))?;
-    let v =
-        codec::ruleset_to_json(&pb).map_err(|e| ApiError::internal("serialising a ruleset", e))?;
+    let v = codec::ruleset_json(bytes).map_err(|e| match e {
+        codec::JsonViewError::Decode(e) => ApiError::internal("decoding a served ruleset", e),
+        codec::JsonViewError::Json(e) => ApiError::internal("serialising a ruleset", e),
+    })?;
     serde_json::to_vec(&v).map_err(|e| ApiError::internal("serialising a ruleset", e))
 }
 

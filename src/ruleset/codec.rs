@@ -76,6 +76,54 @@ pub fn ruleset_to_json(rs: &proto::Ruleset) -> Result<serde_json::Value, serde_j
     Ok(out)
 }
 
+/// Why a stored object cannot be shown as JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonViewError {
+    /// The bytes do not decode.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The decoded message does not serialise (a bug, not bad input).
+    #[error("cannot render the decoded object as JSON")]
+    Json(#[source] serde_json::Error),
+}
+
+/// Stored ruleset bytes as readable JSON ([`ruleset_to_json`]): what
+/// `GET /v1/ruleset` serves as JSON and `flagbelt inspect` prints, without
+/// the proto type leaving `ruleset/`.
+pub fn ruleset_json(bytes: &[u8]) -> Result<serde_json::Value, JsonViewError> {
+    ruleset_to_json(&decode_ruleset(bytes)?).map_err(JsonViewError::Json)
+}
+
+/// Stored manifest bytes as readable JSON: `{"kind": "manifest", "body": {...},
+/// "signatures": [{"key_id", "signature" (hex)}]}`. Decoded only: nothing is
+/// verified.
+pub fn manifest_json(bytes: &[u8]) -> Result<serde_json::Value, JsonViewError> {
+    let (signed, body) = decode_manifest(bytes)?;
+    let signatures: Vec<serde_json::Value> = signed
+        .signatures
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "key_id": s.key_id,
+                "signature": crate::ruleset::hex::encode(&s.signature),
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "kind": "manifest",
+        "body": serde_json::to_value(&body).map_err(JsonViewError::Json)?,
+        "signatures": signatures,
+    }))
+}
+
+/// The environment and version stored ruleset bytes say they are (decoded,
+/// not compiled): what a publisher checks an older ruleset object against
+/// its file name.
+pub fn ruleset_identity(bytes: &[u8]) -> Result<(String, u64), DecodeError> {
+    let pb = decode_ruleset(bytes)?;
+    Ok((pb.environment, pb.version))
+}
+
 /// The two objects a ruleset is stored as, ready to write: the ruleset (first)
 /// and its manifest (last), with their paths relative to the environment folder.
 #[derive(Debug, Clone)]
