@@ -1,6 +1,6 @@
 //! Small helpers that every layer needs once: an error's chain on one line,
-//! the wall clock in milliseconds, a poison-tolerant lock, percent-decoding
-//! and the "listed twice" check.
+//! the wall clock in milliseconds (and its sub-second noise), a
+//! poison-tolerant lock, percent-decoding and the "listed twice" check.
 //!
 //! The leaf of the crate: it depends on no other module of flagbelt, so any
 //! module may use it without creating an import circle. Must not: do I/O,
@@ -35,6 +35,16 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The sub-second part of the wall clock, in nanoseconds: cheap noise for
+/// poll jitter and unique temporary names (no RNG state); 0 on a clock set
+/// before 1970.
+pub fn clock_nanos() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
         .unwrap_or(0)
 }
 

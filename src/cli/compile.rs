@@ -142,10 +142,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(out: &Path) -> anyhow::Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos = crate::util::clock_nanos();
         let path = out.join(format!(".flagbelt-tmp-{}-{nanos}", std::process::id()));
         fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(Self(path))

@@ -116,10 +116,7 @@ struct TempStore(PathBuf);
 
 impl TempStore {
     fn new() -> anyhow::Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos = crate::util::clock_nanos();
         let path =
             std::env::temp_dir().join(format!("flagbelt-demo-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&path)

@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -23,7 +23,7 @@ use super::registry::{Delivery, DeliveryOptions};
 use super::status::{EnvStatus, unavailable_message};
 use super::{Origin, Snapshot};
 use crate::ruleset::verify::Held;
-use crate::util::{lock, now_ms};
+use crate::util::{clock_nanos, lock, now_ms};
 
 /// One loaded environment.
 #[derive(Debug)]
@@ -268,13 +268,6 @@ fn next_delay(opts: &DeliveryOptions, failures: u32) -> Duration {
     // instances; it needs no RNG state.
     let noise = f64::from(clock_nanos()) / 1e9;
     base.mul_f64(1.0 + opts.poll_jitter.clamp(0.0, 1.0) * noise)
-}
-
-fn clock_nanos() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
