@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use flagbelt::delivery::failover::{FetchOptions, Fetcher};
+use flagbelt::delivery::failover::{Failover, FailoverOptions};
 use flagbelt::delivery::faults::FaultyStore;
 use flagbelt::delivery::source::Source;
 use flagbelt::delivery::{Delivery, DeliveryOptions};
@@ -61,10 +61,10 @@ impl Rig {
                 ))
             })
             .collect();
-        let fetcher = Fetcher::new(
+        let fetcher = Failover::new(
             sources,
             TrustedKeys::from_keys(vec![self.key.verifying_key()]),
-            FetchOptions::default(),
+            FailoverOptions::default(),
         );
         Delivery::new(
             fetcher,
@@ -266,10 +266,10 @@ async fn memory() {
         "",
         Duration::from_secs(5),
     ));
-    let fetcher = Fetcher::new(
+    let fetcher = Failover::new(
         vec![source],
         TrustedKeys::from_keys(vec![key.verifying_key()]),
-        FetchOptions::default(),
+        FailoverOptions::default(),
     );
     let d = Delivery::new(
         fetcher,

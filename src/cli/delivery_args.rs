@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::delivery::DeliveryOptions;
 use crate::delivery::config::DeliveryConfig;
-use crate::delivery::failover::FetchOptions;
+use crate::delivery::failover::FailoverOptions;
 use crate::delivery::source::SourceOptions;
 
 /// Where rulesets come from and how hard to try.
@@ -73,7 +73,7 @@ impl DeliveryArgs {
                 timeout,
                 ..SourceOptions::default()
             },
-            fetch: FetchOptions {
+            fetch: FailoverOptions {
                 hedge_delay: Duration::from_millis(self.hedge_delay_ms),
                 // Wait for every manifest no longer than one source deadline.
                 manifest_wait: timeout,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use object_store::local::LocalFileSystem;
 
-use super::failover::{FetchOptions, Fetcher};
+use super::failover::{Failover, FailoverOptions};
 use super::lkg::LastKnownGood;
 use super::source::{Source, SourceError, SourceKind, SourceOptions};
 use super::{Delivery, DeliveryOptions};
@@ -37,7 +37,7 @@ pub struct DeliveryConfig {
     /// Per-source deadlines and retries.
     pub source: SourceOptions,
     /// Failover timing.
-    pub fetch: FetchOptions,
+    pub fetch: FailoverOptions,
     /// Environment lifecycle timing.
     pub environments: DeliveryOptions,
 }
@@ -141,8 +141,8 @@ impl DeliveryConfig {
             ));
         }
         let fallback = (!fallback_sources.is_empty())
-            .then(|| Fetcher::new(fallback_sources, trusted.clone(), self.fetch.clone()));
-        let main = Fetcher::new(sources, trusted, self.fetch.clone());
+            .then(|| Failover::new(fallback_sources, trusted.clone(), self.fetch.clone()));
+        let main = Failover::new(sources, trusted, self.fetch.clone());
         Ok(Delivery::new(
             main,
             fallback,
@@ -169,7 +169,7 @@ fn folder(what: &'static str, path: &std::path::Path, source: anyhow::Error) -> 
 /// named at start. Never fails: a dead source is reported, and delivery fails
 /// over.
 pub async fn probe(delivery: &Delivery) -> Vec<Probe> {
-    let checks = delivery.fetcher().sources().iter().map(|s| async move {
+    let checks = delivery.failover().sources().iter().map(|s| async move {
         Probe {
             label: s.label().to_owned(),
             problem: s.probe().await.err().map(|e| error_chain(&e)),

@@ -7,7 +7,7 @@
 //! last-known-good write after an activation, and the refresher task
 //! (interval + jitter, exponential backoff while failing, stops when the
 //! environment is evicted). It must not decide which version wins (that is
-//! [`Fetcher`]'s, through `ruleset::verify`), load or evict environments (the
+//! [`Failover`]'s, through `ruleset::verify`), load or evict environments (the
 //! [`Delivery`] registry does), or hold a std lock across an `.await`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::failover::{Fetcher, PollOutcome, PollReport, PollState, SourceReport, Verdict};
+use super::failover::{Failover, PollOutcome, PollReport, PollState, SourceReport, Verdict};
 use super::lkg::LastKnownGood;
 use super::registry::{Delivery, DeliveryOptions};
 use super::status::{EnvStatus, unavailable_message};
@@ -115,7 +115,7 @@ impl Environment {
     /// into a storage poll. One forced poll per second per environment at most.
     pub(super) async fn forced_poll(
         &self,
-        main: &Fetcher,
+        main: &Failover,
         lkg: Option<&Arc<LastKnownGood>>,
         wait: Duration,
     ) {
@@ -137,7 +137,7 @@ impl Environment {
 
     /// One poll of this environment against `main`; concurrent callers share
     /// it. An activation is swapped in whole and saved to `lkg`.
-    pub(super) async fn poll(&self, main: &Fetcher, lkg: Option<&Arc<LastKnownGood>>) {
+    pub(super) async fn poll(&self, main: &Failover, lkg: Option<&Arc<LastKnownGood>>) {
         let seen = self.polls.load(Ordering::Acquire);
         let mut state = self.poll.lock().await;
         if self.polls.load(Ordering::Acquire) != seen {
@@ -211,7 +211,7 @@ impl Environment {
                 };
                 // Boxed: the poll future is large, and the task holds its
                 // state while it sleeps; one per loaded environment adds up.
-                Box::pin(e.poll(registry.fetcher(), registry.lkg())).await;
+                Box::pin(e.poll(registry.failover(), registry.lkg())).await;
             }
         });
     }
@@ -234,7 +234,7 @@ pub(super) fn save(lkg: Option<&Arc<LastKnownGood>>, snap: &Arc<Snapshot>) {
     });
 }
 
-/// What a snapshot is, as the fetcher's `held`.
+/// What a snapshot is, as the failover's `held`.
 pub(super) fn held_of(s: &Snapshot) -> Held {
     Held {
         version: s.version,

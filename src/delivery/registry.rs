@@ -8,7 +8,7 @@
 //! to the last-known-good cache or bootstrap folder when no source answers.
 //! One environment's polls and refresher are [`Environment`]'s; status and
 //! gauges are in [`super::status`]. It must not evaluate flags, write HTTP
-//! responses, or activate anything the fetcher did not verify.
+//! responses, or activate anything the failover did not verify.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::environment::{Environment, confirming_source, held_of, save};
-use super::failover::{Fetcher, PollOutcome, PollReport, PollState};
+use super::failover::{Failover, PollOutcome, PollReport, PollState};
 use super::lkg::LastKnownGood;
 use super::source::SourceKind;
 use super::status::unavailable_message;
@@ -72,9 +72,9 @@ pub enum EnvError {
 
 /// All environments of this instance, and the policy to load them.
 pub struct Delivery {
-    main: Fetcher,
+    main: Failover,
     /// Last-known-good then bootstrap, read only when no source answers.
-    fallback: Option<Fetcher>,
+    fallback: Option<Failover>,
     lkg: Option<Arc<LastKnownGood>>,
     envs: moka::future::Cache<String, Arc<Environment>>,
     /// Preloaded environments: never evicted.
@@ -97,8 +97,8 @@ impl Delivery {
     /// Builds the registry. `fallback` reads the last-known-good cache and the
     /// bootstrap folder (in that order); `lkg` is where activations are saved.
     pub fn new(
-        main: Fetcher,
-        fallback: Option<Fetcher>,
+        main: Failover,
+        fallback: Option<Failover>,
         lkg: Option<LastKnownGood>,
         opts: DeliveryOptions,
     ) -> Arc<Self> {
@@ -232,7 +232,7 @@ impl Delivery {
     }
 
     /// The configured sources (for status).
-    pub fn fetcher(&self) -> &Fetcher {
+    pub fn failover(&self) -> &Failover {
         &self.main
     }
 
@@ -330,9 +330,9 @@ impl Delivery {
         let PollOutcome::Activate(mut snap) = report.outcome else {
             return None;
         };
-        // The fallback fetcher's sources are the cache and the bootstrap
+        // The fallback failover's sources are the cache and the bootstrap
         // folder; which one answered is its kind. Labels are unique within a
-        // fetcher (duplicates are refused at start), so the label finds it.
+        // failover (duplicates are refused at start), so the label finds it.
         let kind = match &snap.origin {
             Origin::Source { label } => fallback
                 .sources()

@@ -38,7 +38,7 @@ pub(crate) async fn status(
     check(&st, &headers)?;
     let sources: Vec<_> = st
         .delivery
-        .fetcher()
+        .failover()
         .sources()
         .iter()
         .map(|s| s.health())

@@ -12,7 +12,7 @@ use ed25519_dalek::SigningKey;
 use object_store::ObjectStore;
 
 use flagbelt::delivery::Origin;
-use flagbelt::delivery::failover::{FetchOptions, Fetcher};
+use flagbelt::delivery::failover::{Failover, FailoverOptions};
 use flagbelt::delivery::faults::{FaultyStore, Mode};
 use flagbelt::delivery::lkg::LastKnownGood;
 use flagbelt::delivery::source::Source;
@@ -51,11 +51,11 @@ impl Rig {
             .collect()
     }
 
-    fn fetcher(&self) -> Fetcher {
-        Fetcher::new(
+    fn fetcher(&self) -> Failover {
+        Failover::new(
             self.sources(),
             TrustedKeys::from_keys(vec![self.key.verifying_key()]),
-            FetchOptions {
+            FailoverOptions {
                 hedge_delay: Duration::from_millis(100),
                 manifest_wait: Duration::from_millis(400),
             },
@@ -239,10 +239,10 @@ async fn cold_start_with_every_source_down_uses_last_known_good_then_recovers() 
     let cache = tempfile::tempdir().unwrap();
     let lkg = || LastKnownGood::new(cache.path().to_path_buf());
     let fallback = || {
-        Fetcher::new(
+        Failover::new(
             vec![Arc::new(lkg().source(Duration::from_millis(300)).unwrap())],
             TrustedKeys::from_keys(vec![rig.key.verifying_key()]),
-            FetchOptions::default(),
+            FailoverOptions::default(),
         )
     };
 
@@ -305,7 +305,7 @@ async fn cold_start_without_cache_uses_the_bootstrap_folder() {
     .unwrap();
     std::fs::write(boot.path().join("prod/manifest.pb"), &objects.manifest).unwrap();
     let store = object_store::local::LocalFileSystem::new_with_prefix(boot.path()).unwrap();
-    let bootstrap = Fetcher::new(
+    let bootstrap = Failover::new(
         vec![Arc::new(Source::new(
             "bootstrap:test",
             Arc::new(store),
@@ -313,7 +313,7 @@ async fn cold_start_without_cache_uses_the_bootstrap_folder() {
             Duration::from_millis(300),
         ))],
         TrustedKeys::from_keys(vec![rig.key.verifying_key()]),
-        FetchOptions::default(),
+        FailoverOptions::default(),
     );
     let d = Delivery::new(rig.fetcher(), Some(bootstrap), None, quick());
     let start = Instant::now();
@@ -359,10 +359,10 @@ async fn a_restart_never_serves_older_than_its_last_known_good() {
     let cache = tempfile::tempdir().unwrap();
     let lkg = || LastKnownGood::new(cache.path().to_path_buf());
     let fallback = || {
-        Fetcher::new(
+        Failover::new(
             vec![Arc::new(lkg().source(Duration::from_millis(300)).unwrap())],
             TrustedKeys::from_keys(vec![rig.key.verifying_key()]),
-            FetchOptions::default(),
+            FailoverOptions::default(),
         )
     };
     rig.publish(0, ENV, 2).await;

@@ -21,7 +21,7 @@ use prost::Message as _;
 use flagbelt::delivery::Origin;
 use flagbelt::delivery::Snapshot;
 use flagbelt::delivery::failover::{
-    FetchOptions, Fetcher, Held, PollOutcome, PollReport, PollState, Verdict,
+    Failover, FailoverOptions, Held, PollOutcome, PollReport, PollState, Verdict,
 };
 use flagbelt::delivery::faults::{FaultyStore, Mode};
 use flagbelt::delivery::lkg::LastKnownGood;
@@ -101,8 +101,8 @@ impl Rig {
         TrustedKeys::from_keys(vec![self.key.verifying_key()])
     }
 
-    fn fetcher(&self, opts: FetchOptions) -> Fetcher {
-        Fetcher::new(self.sources.clone(), self.trusted(), opts)
+    fn fetcher(&self, opts: FailoverOptions) -> Failover {
+        Failover::new(self.sources.clone(), self.trusted(), opts)
     }
 
     fn label(&self, i: usize) -> String {
@@ -219,7 +219,7 @@ async fn erroring_primary_fails_over_to_the_secondary() {
     rig.stores[0].set_mode(Mode::Error);
 
     let r = rig
-        .fetcher(FetchOptions::default())
+        .fetcher(FailoverOptions::default())
         .poll(ENV, None, &mut PollState::default())
         .await;
     assert_activated(&r, 1, &rs, &rig.label(1));
@@ -239,7 +239,7 @@ async fn black_holed_primary_delays_a_poll_by_at_most_manifest_wait() {
     rig.publish(1, 1).await;
     rig.stores[0].set_mode(Mode::BlackHole);
 
-    let opts = FetchOptions::default();
+    let opts = FailoverOptions::default();
     let wait = opts.manifest_wait;
     let started = Instant::now();
     let r = rig
@@ -264,7 +264,7 @@ async fn black_hole_is_cut_by_the_source_deadline() {
 
     let started = Instant::now();
     let r = rig
-        .fetcher(FetchOptions::default())
+        .fetcher(FailoverOptions::default())
         .poll(ENV, None, &mut PollState::default())
         .await;
     let elapsed = started.elapsed();
@@ -281,7 +281,7 @@ async fn a_stale_primary_cannot_hold_an_instance_back() {
     let v1 = rig.publish(0, 1).await;
     rig.publish(1, 1).await;
     let v2 = rig.publish(1, 2).await;
-    let f = rig.fetcher(FetchOptions::default());
+    let f = rig.fetcher(FailoverOptions::default());
 
     // From nothing, and from holding v1.
     let r = f.poll(ENV, None, &mut PollState::default()).await;
@@ -309,7 +309,7 @@ async fn sources_disagreeing_on_one_version_pick_the_same_winner_in_any_order() 
         rig.publish_with(early, 2, "aa", 1_000).await;
         let winner = rig.publish_with(late, 2, "bb", 2_000).await;
         let r = rig
-            .fetcher(FetchOptions::default())
+            .fetcher(FailoverOptions::default())
             .poll(ENV, None, &mut PollState::default())
             .await;
         assert_activated(&r, 2, &winner, &rig.label(late));
@@ -335,7 +335,7 @@ async fn corrupted_ruleset_object_is_rejected_and_the_other_copy_used() {
 
     let started = Instant::now();
     let r = rig
-        .fetcher(FetchOptions::default())
+        .fetcher(FailoverOptions::default())
         .poll(ENV, None, &mut PollState::default())
         .await;
     eprintln!(
@@ -356,7 +356,7 @@ async fn corrupt_only_copy_is_unavailable_and_nothing_is_activated() {
         .put_raw(&path("rulesets/2.pb"), rs[..rs.len() - 3].to_vec())
         .await
         .unwrap();
-    let f = rig.fetcher(FetchOptions::default());
+    let f = rig.fetcher(FailoverOptions::default());
     for held in [
         None,
         Some(Held {
@@ -391,7 +391,7 @@ async fn undecodable_ruleset_falls_back_to_the_next_version() {
     let v2 = rig.publish(1, 2).await;
 
     let r = rig
-        .fetcher(FetchOptions::default())
+        .fetcher(FailoverOptions::default())
         .poll(ENV, None, &mut PollState::default())
         .await;
     assert_activated(&r, 2, &v2, &rig.label(1));
@@ -420,7 +420,7 @@ async fn manifest_digest_mismatch_is_rejected() {
         .await
         .unwrap();
     let r = rig
-        .fetcher(FetchOptions::default())
+        .fetcher(FailoverOptions::default())
         .poll(ENV, None, &mut PollState::default())
         .await;
     assert_outcome(&r, "unavailable");
@@ -469,7 +469,7 @@ async fn bad_signatures_are_rejected_and_never_used() {
     // Source 2: the real v1.
     let v1 = rig.publish(2, 1).await;
 
-    let f = rig.fetcher(FetchOptions::default());
+    let f = rig.fetcher(FailoverOptions::default());
     let mut state = PollState::default();
     for poll in 0..2 {
         let r = f.poll(ENV, None, &mut state).await;
@@ -503,7 +503,7 @@ async fn manifest_pointing_at_a_missing_ruleset_falls_back_then_catches_up() {
         .await
         .unwrap();
     let v2 = rig.publish(1, 2).await;
-    let f = rig.fetcher(FetchOptions::default());
+    let f = rig.fetcher(FailoverOptions::default());
 
     let mut state = PollState::default();
     let r = f.poll(ENV, None, &mut state).await;
@@ -558,7 +558,7 @@ async fn an_old_rollback_left_in_a_lagging_store_never_rolls_back_a_newer_releas
         version: 3,
         sha256: sha(&ruleset_bytes(ENV, 3, "aa")),
     };
-    let f = rig.fetcher(FetchOptions::default());
+    let f = rig.fetcher(FailoverOptions::default());
     let r = f.poll(ENV, Some(held_v3), &mut PollState::default()).await;
     assert_outcome(&r, "unchanged");
     // A rollback decided after v3 was published is honoured.
@@ -583,7 +583,7 @@ async fn a_lower_version_than_held_is_never_activated_unless_a_signed_rollback()
         version: 2,
         sha256: sha(&ruleset_bytes(ENV, 2, "aa")),
     };
-    let f = rig.fetcher(FetchOptions::default());
+    let f = rig.fetcher(FailoverOptions::default());
     let r = f.poll(ENV, Some(held_v2), &mut PollState::default()).await;
     assert_outcome(&r, "unchanged");
     for s in &r.sources {
@@ -615,10 +615,10 @@ async fn a_lower_version_than_held_is_never_activated_unless_a_signed_rollback()
             .await
             .unwrap();
     }
-    let open = Fetcher::new(
+    let open = Failover::new(
         rig.sources.clone(),
         TrustedKeys::none(),
-        FetchOptions::default(),
+        FailoverOptions::default(),
     );
     let r = open
         .poll(ENV, Some(held_v2), &mut PollState::default())
@@ -636,7 +636,7 @@ async fn same_version_with_another_ruleset_than_held_is_rejected() {
         sha256: sha(&ruleset_bytes(ENV, 1, "bb")),
     };
     let r = rig
-        .fetcher(FetchOptions::default())
+        .fetcher(FailoverOptions::default())
         .poll(ENV, Some(other), &mut PollState::default())
         .await;
     assert_outcome(&r, "unavailable");
@@ -654,7 +654,7 @@ async fn unchanged_via_304_reads_no_ruleset() {
     let rig = Rig::new(2, SECOND);
     let rs = rig.publish(0, 1).await;
     rig.publish(1, 1).await;
-    let f = rig.fetcher(FetchOptions::default());
+    let f = rig.fetcher(FailoverOptions::default());
     let mut state = PollState::default();
     let r = f.poll(ENV, None, &mut state).await;
     assert_activated(&r, 1, &rs, &rig.label(0));
@@ -683,7 +683,7 @@ async fn unchanged_when_the_store_ignores_if_none_match() {
     let rig = Rig::new(1, SECOND);
     let rs = rig.publish(0, 1).await;
     rig.stores[0].ignore_if_none_match(true);
-    let f = rig.fetcher(FetchOptions::default());
+    let f = rig.fetcher(FailoverOptions::default());
     let mut state = PollState::default();
     let r = f.poll(ENV, None, &mut state).await;
     let h = held(activated(&r));
@@ -719,7 +719,7 @@ async fn all_sources_down_is_unavailable() {
     for s in &rig.stores {
         s.set_mode(Mode::Error);
     }
-    let f = rig.fetcher(FetchOptions::default());
+    let f = rig.fetcher(FailoverOptions::default());
     let h = Held {
         published_at_ms: 0,
         version: 1,
@@ -739,7 +739,7 @@ async fn all_sources_down_is_unavailable() {
 async fn unknown_environment_is_not_found_only_when_every_source_says_so() {
     let rig = Rig::new(2, SECOND);
     rig.publish(0, 1).await;
-    let f = rig.fetcher(FetchOptions::default());
+    let f = rig.fetcher(FailoverOptions::default());
     let r = f.poll("staging", None, &mut PollState::default()).await;
     assert_outcome(&r, "not_found");
     assert!(
@@ -766,7 +766,7 @@ async fn a_source_missing_the_environment_is_stale_when_another_has_it() {
     let rig = Rig::new(2, SECOND);
     let rs = rig.publish(1, 1).await;
     let r = rig
-        .fetcher(FetchOptions::default())
+        .fetcher(FailoverOptions::default())
         .poll(ENV, None, &mut PollState::default())
         .await;
     assert_activated(&r, 1, &rs, &rig.label(1));
@@ -779,7 +779,7 @@ async fn a_recovering_store_goes_from_unavailable_to_activate() {
     let rig = Rig::new(1, SECOND);
     let rs = rig.publish(0, 1).await;
     rig.stores[0].set_mode(Mode::Error);
-    let f = rig.fetcher(FetchOptions::default());
+    let f = rig.fetcher(FailoverOptions::default());
     let mut state = PollState::default();
     let r = f.poll(ENV, None, &mut state).await;
     assert_outcome(&r, "unavailable");
@@ -795,7 +795,7 @@ async fn a_slow_ruleset_read_is_hedged_to_the_next_source() {
     rig.publish(1, 1).await;
     rig.stores[0].set_mode_for("rulesets/1.pb", Mode::Delay(Duration::from_secs(2)));
 
-    let opts = FetchOptions::default();
+    let opts = FailoverOptions::default();
     let hedge = opts.hedge_delay;
     let started = Instant::now();
     let r = rig
@@ -844,7 +844,7 @@ fn files(dir: &FsPath) -> Vec<String> {
 async fn last_known_good_round_trips_through_the_same_verification() {
     let rig = Rig::new(1, SECOND);
     let v1 = rig.publish(0, 1).await;
-    let f = rig.fetcher(FetchOptions::default());
+    let f = rig.fetcher(FailoverOptions::default());
     let mut state = PollState::default();
     let r = f.poll(ENV, None, &mut state).await;
     let snap1 = activated(&r);
@@ -859,7 +859,7 @@ async fn last_known_good_round_trips_through_the_same_verification() {
     let cache = Arc::new(lkg.source(SECOND).unwrap());
     let label = cache.label().to_owned();
     assert!(label.starts_with("last-known-good:"), "{label}");
-    let from_cache = Fetcher::new(vec![cache], rig.trusted(), FetchOptions::default());
+    let from_cache = Failover::new(vec![cache], rig.trusted(), FailoverOptions::default());
     let mut cache_state = PollState::default();
     let r = from_cache.poll(ENV, None, &mut cache_state).await;
     assert_activated(&r, 1, &v1, &label);
@@ -893,7 +893,7 @@ async fn a_tampered_cache_is_rejected_like_a_tampered_bucket() {
     let rig = Rig::new(1, SECOND);
     rig.publish(0, 1).await;
     let r = rig
-        .fetcher(FetchOptions::default())
+        .fetcher(FailoverOptions::default())
         .poll(ENV, None, &mut PollState::default())
         .await;
     let tmp = tempfile::tempdir().unwrap();
@@ -904,10 +904,10 @@ async fn a_tampered_cache_is_rejected_like_a_tampered_bucket() {
     let mut bytes = std::fs::read(&ruleset).unwrap();
     bytes[0] ^= 0x40;
     std::fs::write(&ruleset, bytes).unwrap();
-    let cache = Fetcher::new(
+    let cache = Failover::new(
         vec![Arc::new(lkg.source(SECOND).unwrap())],
         rig.trusted(),
-        FetchOptions::default(),
+        FailoverOptions::default(),
     );
     let r = cache.poll(ENV, None, &mut PollState::default()).await;
     assert_outcome(&r, "unavailable");
@@ -915,10 +915,10 @@ async fn a_tampered_cache_is_rejected_like_a_tampered_bucket() {
 
     // An empty (new) cache folder is simply "not found".
     let empty = LastKnownGood::new(tmp.path().join("new"));
-    let cache = Fetcher::new(
+    let cache = Failover::new(
         vec![Arc::new(empty.source(SECOND).unwrap())],
         rig.trusted(),
-        FetchOptions::default(),
+        FailoverOptions::default(),
     );
     let r = cache.poll(ENV, None, &mut PollState::default()).await;
     assert_outcome(&r, "not_found");
@@ -929,7 +929,7 @@ async fn last_known_good_refuses_names_that_leave_the_folder() {
     let rig = Rig::new(1, SECOND);
     rig.publish(0, 1).await;
     let r = rig
-        .fetcher(FetchOptions::default())
+        .fetcher(FailoverOptions::default())
         .poll(ENV, None, &mut PollState::default())
         .await;
     let PollOutcome::Activate(mut snap) = r.outcome else {

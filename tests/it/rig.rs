@@ -11,7 +11,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use object_store::ObjectStore;
 
-use flagbelt::delivery::failover::{FetchOptions, Fetcher};
+use flagbelt::delivery::failover::{Failover, FailoverOptions};
 use flagbelt::delivery::faults::FaultyStore;
 use flagbelt::delivery::source::Source;
 use flagbelt::delivery::{Delivery, DeliveryOptions};
@@ -35,10 +35,10 @@ pub(crate) fn memory_delivery(
             ))
         })
         .collect();
-    let fetcher = Fetcher::new(
+    let fetcher = Failover::new(
         sources,
         TrustedKeys::from_keys(vec![signer.verifying_key()]),
-        FetchOptions {
+        FailoverOptions {
             hedge_delay: Duration::from_millis(100),
             manifest_wait: Duration::from_millis(400),
         },

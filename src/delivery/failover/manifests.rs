@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt as _};
 
 use super::report::{Verdict, reject_metric};
-use super::{Answer, Fetcher};
+use super::{Answer, Failover};
 use crate::delivery::source::{Fetched, Source, SourceError};
 use crate::ruleset::verify::{self, VerifiedManifest};
 use crate::util::error_chain;
@@ -21,8 +21,8 @@ use crate::util::error_chain;
 /// verified manifest or the reason it was rejected), so the next poll is a
 /// conditional GET; owned by the caller.
 ///
-/// Use one `PollState` per environment and [`Fetcher`]. Given another
-/// environment or a fetcher with other sources, it forgets everything and the
+/// Use one `PollState` per environment and [`Failover`]. Given another
+/// environment or a failover with other sources, it forgets everything and the
 /// next poll reads every manifest in full.
 #[derive(Default)]
 pub struct PollState {
@@ -97,7 +97,7 @@ impl PollState {
     }
 }
 
-impl Fetcher {
+impl Failover {
     /// Reads every manifest concurrently for at most `manifest_wait`, and
     /// interprets each answer (updating `state`).
     pub(super) async fn read_manifests(

@@ -16,7 +16,7 @@
 //! # Policy, in order
 //! 1. **Manifests, concurrently.** Every source is asked at once, each under its
 //!    own [`Source`] deadline. The poll waits at most
-//!    [`FetchOptions::manifest_wait`] in total, then goes on with what arrived,
+//!    [`FailoverOptions::manifest_wait`] in total, then goes on with what arrived,
 //!    so a black-holed source never delays a poll by more than that.
 //! 2. **Verify each manifest** with [`verify::verify_manifest`]. A rejected one
 //!    is reported and never used.
@@ -30,7 +30,7 @@
 //!    version with another digest is a conflict and that manifest is rejected.
 //! 5. **Hedged ruleset read** from the sources that advertised exactly that
 //!    version and digest, in configured order: ask the first; after
-//!    [`FetchOptions::hedge_delay`] without an answer, or at once when it fails,
+//!    [`FailoverOptions::hedge_delay`] without an answer, or at once when it fails,
 //!    also ask the next. The first bytes that pass [`verify::verify_ruleset`] win.
 //! 6. **Fallback**: when no source can deliver a verifying ruleset for the best
 //!    version, the next-highest verified version is tried, as long as
@@ -71,7 +71,7 @@ use crate::util::error_chain;
 
 /// Timing of one poll.
 #[derive(Debug, Clone)]
-pub struct FetchOptions {
+pub struct FailoverOptions {
     /// How long the first ruleset read may go unanswered before the next source
     /// that has the same ruleset is asked too. Default 200 ms.
     pub hedge_delay: Duration,
@@ -80,7 +80,7 @@ pub struct FetchOptions {
     pub manifest_wait: Duration,
 }
 
-impl Default for FetchOptions {
+impl Default for FailoverOptions {
     fn default() -> Self {
         Self {
             hedge_delay: Duration::from_millis(200),
@@ -93,10 +93,10 @@ impl Default for FetchOptions {
 /// anything, to activate. Cheap to share; holds no per-environment state (that
 /// is the caller's [`PollState`]).
 #[derive(Debug)]
-pub struct Fetcher {
+pub struct Failover {
     sources: Vec<Arc<Source>>,
     trusted: TrustedKeys,
-    opts: FetchOptions,
+    opts: FailoverOptions,
 }
 
 /// One source's manifest, interpreted.
@@ -131,10 +131,10 @@ enum RulesetFailure {
     Task,
 }
 
-impl Fetcher {
-    /// A fetcher over `sources` (in failover order), accepting manifests that
+impl Failover {
+    /// A failover over `sources` (in failover order), accepting manifests that
     /// satisfy `trusted`.
-    pub fn new(sources: Vec<Arc<Source>>, trusted: TrustedKeys, opts: FetchOptions) -> Self {
+    pub fn new(sources: Vec<Arc<Source>>, trusted: TrustedKeys, opts: FailoverOptions) -> Self {
         Self {
             sources,
             trusted,
@@ -459,10 +459,10 @@ mod tests {
         let (a, b) = (source("a"), source("b"));
         publish(&a, "prod", 1, &key).await;
         publish(&b, "prod", 2, &key).await;
-        let f = Fetcher::new(
+        let f = Failover::new(
             vec![a, b],
             TrustedKeys::from_keys(vec![key.verifying_key()]),
-            FetchOptions::default(),
+            FailoverOptions::default(),
         );
         let mut state = PollState::default();
         let r = f.poll("prod", None, &mut state).await;
@@ -496,10 +496,10 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_env_names_are_not_found_without_io() {
-        let f = Fetcher::new(
+        let f = Failover::new(
             vec![source("a")],
             TrustedKeys::none(),
-            FetchOptions::default(),
+            FailoverOptions::default(),
         );
         let r = f.poll("../etc", None, &mut PollState::default()).await;
         assert!(matches!(r.outcome, PollOutcome::NotFound));
