@@ -79,6 +79,14 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
             format!("signed by {}", signed_by.join(", "))
         }
     );
+    if model.keys().len() == 0 {
+        // Compiles (a ruleset may be staged before its keys exist) but serves
+        // nobody: every request needs a key the ruleset lists.
+        eprintln!(
+            "warning: environment {} has no API keys: nobody can call it (add `keys:`, see docs/format.md)",
+            model.environment()
+        );
+    }
     Ok(())
 }
 

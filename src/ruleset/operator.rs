@@ -152,13 +152,17 @@ impl Spec {
         Operator::try_from(n).ok().and_then(Self::of)
     }
 
-    /// The operator whose authoring name is `name` (exactly: names are lower case).
-    pub fn by_name(name: &str) -> Option<Self> {
+    /// Every operator, in wire-number order (the order the docs and the
+    /// "valid: ..." list of an unknown-operator error use).
+    pub fn all() -> impl Iterator<Item = Self> + Clone {
         // The wire numbers run from 1 without gaps (a unit test checks it), so
         // this walks every operator.
-        (1..)
-            .map_while(Self::from_wire)
-            .find(|spec| spec.name == name)
+        (1..).map_while(Self::from_wire)
+    }
+
+    /// The operator whose authoring name is `name` (exactly: names are lower case).
+    pub fn by_name(name: &str) -> Option<Self> {
+        Self::all().find(|spec| spec.name == name)
     }
 }
 
@@ -191,6 +195,7 @@ mod tests {
             );
         }
         assert_eq!(found, 22);
+        assert_eq!(Spec::all().count(), 22);
         assert_eq!(Spec::by_name("EQ"), None);
         assert_eq!(Spec::by_name("unspecified"), None);
         assert_eq!(Spec::from_wire(0), None);

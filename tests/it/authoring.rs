@@ -598,7 +598,11 @@ fn unknown_operator_names_flag_rule_condition_field_and_line() {
     assert_eq!(
         e.to_string(),
         format!(
-            "line {line}: flag `new-checkout`, rule 2, condition 1, field `op`: unknown operator \"equals\""
+            "line {line}: flag `new-checkout`, rule 2, condition 1, field `op`: unknown operator \"equals\"; did you mean `eq`? valid: {}",
+            flagbelt::ruleset::operator::Spec::all()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     );
     // Operator names are lower case only.

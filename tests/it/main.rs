@@ -4,6 +4,7 @@ mod alloc;
 mod authoring;
 mod cli;
 mod clients;
+mod docs;
 mod environments;
 mod failover;
 mod http;

@@ -56,7 +56,7 @@ impl Lines {
                 Some(Place::segment(name))
             }
             (ErrorKind::Duplicate { name, .. }, Some(f))
-            | (ErrorKind::UnknownVariant(name), Some(f))
+            | (ErrorKind::UnknownVariant { name, .. }, Some(f))
             | (ErrorKind::UnknownFlag(name), Some(f))
             | (ErrorKind::BadOrigin(name), Some(f))
             | (ErrorKind::MixedVariantTypes { other: name, .. }, Some(f)) => {
@@ -108,7 +108,11 @@ mod tests {
         assert_eq!(
             lines.line_of(&err(
                 Place::flag("f").rule(9).field("serve.rollout.weights"),
-                ErrorKind::UnknownVariant("x".into())
+                ErrorKind::UnknownVariant {
+                    name: "x".into(),
+                    of_flag: None,
+                    valid: vec![],
+                }
             )),
             Some(10)
         );

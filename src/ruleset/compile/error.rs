@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::graph::{MAX_FLAG_COST, MAX_RULESET_COST};
+use crate::ruleset::operator::Spec;
 
 /// Where in a ruleset an error is. Rule and condition numbers are 1-based, as a
 /// person counts them in the YAML.
@@ -132,16 +133,30 @@ pub enum ErrorKind {
         name: String,
     },
     /// A reference to a variant the flag does not have.
-    #[error("unknown variant {0:?}")]
-    UnknownVariant(String),
+    #[error(
+        "unknown variant {name:?}{of}{hint}",
+        of = of_flag.as_ref().map(|f| format!(" of flag {f:?}")).unwrap_or_default(),
+        hint = hint(name, valid.iter().map(String::as_str))
+    )]
+    UnknownVariant {
+        /// The name as authored.
+        name: String,
+        /// For a prerequisite, the flag the variant was looked up in (else the
+        /// variant is the erring flag's own).
+        of_flag: Option<String>,
+        /// The variants the flag has, in authoring order: the message lists
+        /// them and suggests the closest.
+        valid: Vec<String>,
+    },
     /// A reference to a segment that does not exist.
     #[error("unknown segment {0:?}")]
     UnknownSegment(String),
     /// A reference to a flag that does not exist.
     #[error("unknown flag {0:?}")]
     UnknownFlag(String),
-    /// An operator name (or number) that does not exist.
-    #[error("unknown operator {0:?}")]
+    /// An operator name (or number) that does not exist; the message lists the
+    /// valid names and suggests the closest.
+    #[error("unknown operator {0:?}{hint}", hint = hint(.0, Spec::all().map(|s| s.name)))]
     UnknownOperator(String),
     /// A field name that is not allowed here.
     #[error("unknown field {0:?}")]
@@ -276,4 +291,72 @@ pub(super) fn duplicate(place: Place, what: &'static str, name: &str) -> Compile
             name: name.to_owned(),
         },
     )
+}
+
+/// What follows an unknown name in its error: "; did you mean `x`? valid: a, b"
+/// (the suggestion only when one is close, see [`closest`]).
+fn hint<'a>(name: &str, valid: impl Iterator<Item = &'a str> + Clone) -> String {
+    let list = valid.clone().collect::<Vec<_>>().join(", ");
+    match closest(name, valid) {
+        Some(near) => format!("; did you mean `{near}`? valid: {list}"),
+        None => format!("; valid: {list}"),
+    }
+}
+
+/// The valid name a misspelling most likely meant, if one is close: the one
+/// at the smallest edit distance when that is at most a quarter of the name
+/// (at least 1; ties go to the longer shared start, `of` -> `off` not `on`),
+/// else the first that shares most of its own length with the name's start
+/// (`equals` -> `eq`, `semver_greater` -> `semver_gt`). Case is ignored
+/// (`IN` -> `in`). None when nothing is close, so a wild guess is never
+/// offered.
+pub(crate) fn closest<'a>(name: &str, valid: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let name = name.to_lowercase();
+    let mut by_distance: Option<((usize, usize), &str)> = None;
+    let mut by_prefix: Option<(usize, &str)> = None;
+    for cand in valid {
+        let shared = name
+            .chars()
+            .zip(cand.chars())
+            .take_while(|(a, b)| a == b)
+            .count();
+        // Smaller distance first, then the longer shared start.
+        let rank = (edit_distance(&name, cand), usize::MAX - shared);
+        if by_distance.is_none_or(|(best, _)| rank < best) {
+            by_distance = Some((rank, cand));
+        }
+        // Most of the candidate is the start of the name: at least 2 letters
+        // and two thirds of the candidate.
+        let cand_len = cand.chars().count();
+        if shared >= 2
+            && shared * 3 >= cand_len * 2
+            && by_prefix.is_none_or(|(best, _)| shared > best)
+        {
+            by_prefix = Some((shared, cand));
+        }
+    }
+    let limit = (name.chars().count() / 4).max(1);
+    match by_distance {
+        Some(((d, _), cand)) if d <= limit => Some(cand),
+        _ => by_prefix.map(|(_, cand)| cand),
+    }
+}
+
+/// Levenshtein distance in characters (names are short: a quadratic walk
+/// with one row is plenty).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }

@@ -148,7 +148,7 @@ fn compile_flag(
         own_names
             .get(name)
             .copied()
-            .ok_or_else(|| CompileError::new(at(), ErrorKind::UnknownVariant(name.to_owned())))
+            .ok_or_else(|| CompileError::new(at(), unknown_variant(name, Some(own_names))))
     };
     if flag.default_variant.is_empty() {
         return Err(CompileError::new(
@@ -198,6 +198,19 @@ fn compile_flag(
     })
 }
 
+/// `name` is not one of `names`: the error lists them in authoring order.
+/// (`None`: the flag's names are not at hand, the list is left empty.)
+fn unknown_variant(name: &str, names: Option<&VariantNames>) -> ErrorKind {
+    let mut valid: Vec<(&String, usize)> =
+        names.into_iter().flatten().map(|(n, &i)| (n, i)).collect();
+    valid.sort_by_key(|&(_, i)| i);
+    ErrorKind::UnknownVariant {
+        name: name.to_owned(),
+        of_flag: None,
+        valid: valid.into_iter().map(|(n, _)| n.clone()).collect(),
+    }
+}
+
 /// A flag's `requires`, each naming a flag and one of its variants.
 fn prerequisites(
     flag: &proto::Flag,
@@ -216,10 +229,11 @@ fn prerequisites(
             .and_then(|vs| vs.get(&p.variant))
             .copied()
             .ok_or_else(|| {
-                CompileError::new(
-                    at(),
-                    ErrorKind::UnknownVariant(format!("{} (of flag {:?})", p.variant, p.flag)),
-                )
+                let mut kind = unknown_variant(&p.variant, all_variants.get(pf));
+                if let ErrorKind::UnknownVariant { of_flag, .. } = &mut kind {
+                    *of_flag = Some(p.flag.clone());
+                }
+                CompileError::new(at(), kind)
             })?;
         out.push(model::Prerequisite {
             flag: pf,
