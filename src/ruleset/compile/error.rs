@@ -310,24 +310,25 @@ fn hint<'a>(name: &str, valid: impl Iterator<Item = &'a str> + Clone) -> String 
 /// (`equals` -> `eq`, `semver_greater` -> `semver_gt`). Case is ignored
 /// (`IN` -> `in`). None when nothing is close, so a wild guess is never
 /// offered.
-pub(crate) fn closest<'a>(name: &str, valid: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(super) fn closest<'a>(name: &str, valid: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let name = name.to_lowercase();
     let mut by_distance: Option<((usize, usize), &str)> = None;
     let mut by_prefix: Option<(usize, &str)> = None;
     for cand in valid {
+        let lower = cand.to_lowercase();
         let shared = name
             .chars()
-            .zip(cand.chars())
+            .zip(lower.chars())
             .take_while(|(a, b)| a == b)
             .count();
         // Smaller distance first, then the longer shared start.
-        let rank = (edit_distance(&name, cand), usize::MAX - shared);
+        let rank = (edit_distance(&name, &lower), usize::MAX - shared);
         if by_distance.is_none_or(|(best, _)| rank < best) {
             by_distance = Some((rank, cand));
         }
         // Most of the candidate is the start of the name: at least 2 letters
         // and two thirds of the candidate.
-        let cand_len = cand.chars().count();
+        let cand_len = lower.chars().count();
         if shared >= 2
             && shared * 3 >= cand_len * 2
             && by_prefix.is_none_or(|(best, _)| shared > best)

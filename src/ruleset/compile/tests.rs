@@ -431,3 +431,22 @@ fn keys_and_top_level_are_checked() {
     ];
     assert!(matches!(*err(&rs).kind, ErrorKind::Duplicate { .. }));
 }
+
+#[test]
+fn suggestions_only_when_close() {
+    use super::error::closest;
+    let ops = ["eq", "neq", "in", "semver_gt", "semver_gte", "starts_with"];
+    let near = |name| closest(name, ops.iter().copied());
+    assert_eq!(near("semver_greater"), Some("semver_gt"));
+    assert_eq!(near("semver_gtee"), Some("semver_gte"));
+    assert_eq!(near("startswith"), Some("starts_with"));
+    assert_eq!(near("IN"), Some("in"));
+    assert_eq!(near("equals"), Some("eq"));
+    assert_eq!(near("banana"), None);
+    assert_eq!(near(""), None);
+    let variants = ["on", "off", "Big"];
+    let near = |name| closest(name, variants.iter().copied());
+    assert_eq!(near("of"), Some("off"));
+    assert_eq!(near("BIG"), Some("Big"));
+    assert_eq!(near("maybe"), None);
+}
