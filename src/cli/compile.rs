@@ -60,7 +60,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         .iter()
         .map(|k| keys::key_id(&k.verifying_key()))
         .collect();
-    println!(
+    super::print_line(format_args!(
         "compiled environment {} version {}: {} flags ({} client-visible), {} segments, {} keys",
         model.environment(),
         model.version(),
@@ -68,8 +68,8 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         model.client_flags().len(),
         model.segments().len(),
         model.keys().len(),
-    );
-    println!(
+    ))?;
+    super::print_line(format_args!(
         "wrote {} and {} ({})",
         layout::ruleset_file(&env_dir, model.version()).display(),
         layout::manifest_file(&env_dir).display(),
@@ -78,7 +78,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         } else {
             format!("signed by {}", signed_by.join(", "))
         }
-    );
+    ))?;
     Ok(())
 }
 

@@ -83,32 +83,44 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 fn print_usage(listen: SocketAddr, token: &str, env: &str) {
+    use std::fmt::Write as _;
     let base = format!("http://{listen}");
     let ctx = URL_SAFE_NO_PAD
         .encode(r#"{"targetingKey":"user-1","country":"NZ","app":{"version":"2.4.0"}}"#);
-    println!(
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
         "flagbelt demo: environment {env:?} (examples/demo.yaml), unsigned, from a temporary file:// store"
     );
-    println!("  public key  {DEMO_PUBLIC_KEY}");
-    println!("  server key  {DEMO_SERVER_KEY}");
-    println!("  admin token {token}");
-    println!();
-    println!(
+    let _ = writeln!(text, "  public key  {DEMO_PUBLIC_KEY}");
+    let _ = writeln!(text, "  server key  {DEMO_SERVER_KEY}");
+    let _ = writeln!(text, "  admin token {token}");
+    let _ = writeln!(text);
+    let _ = writeln!(
+        text,
         "Try (context = base64url of {{\"targetingKey\":\"user-1\",\"country\":\"NZ\",\"app\":{{\"version\":\"2.4.0\"}}}}):"
     );
-    println!("  curl -i {base}/v1/eval/{DEMO_PUBLIC_KEY}/{ctx}");
-    println!(
+    let _ = writeln!(text, "  curl -i {base}/v1/eval/{DEMO_PUBLIC_KEY}/{ctx}");
+    let _ = writeln!(
+        text,
         "  curl -s {base}/v1/eval -H 'Authorization: Bearer {DEMO_SERVER_KEY}' -H 'Content-Type: application/json' -d '{{\"context\":{{\"targetingKey\":\"user-1\",\"plan\":\"pro\"}}}}'"
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  curl -s {base}/ofrep/v1/evaluate/flags -H 'X-API-Key: {DEMO_PUBLIC_KEY}' -H 'Content-Type: application/json' -d '{{\"context\":{{\"targetingKey\":\"user-1\"}}}}'"
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  curl -s {base}/v1/ruleset -H 'Authorization: Bearer {DEMO_SERVER_KEY}' -H 'Accept: application/json'"
     );
-    println!("  curl -s {base}/admin/v1/status -H 'Authorization: Bearer {token}'");
-    println!("Ctrl-C stops it.");
-    println!();
+    let _ = writeln!(
+        text,
+        "  curl -s {base}/admin/v1/status -H 'Authorization: Bearer {token}'"
+    );
+    let _ = writeln!(text, "Ctrl-C stops it.");
+    let _ = writeln!(text);
+    // The demo keeps serving if nobody reads its stdout.
+    let _ = super::print_line(text.strip_suffix('\n').unwrap_or(&text));
 }
 
 /// A temporary folder removed on drop.

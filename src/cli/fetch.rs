@@ -41,7 +41,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
             "environments": delivery.environments(),
             "failed": failed.iter().map(|(env, e)| json!({"environment": env, "error": e.to_string()})).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_line(serde_json::to_string_pretty(&report)?)?;
         if let Some((env, e)) = failed.first() {
             let hint = match e {
                 EnvError::NotFound => "no source has it",

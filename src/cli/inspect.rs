@@ -49,7 +49,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         Kind::Manifest => {
             let out =
                 codec::manifest_json(&bytes).with_context(|| format!("cannot decode {name}"))?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            super::print_line(serde_json::to_string_pretty(&out)?)?;
             Ok(())
         }
         Kind::Ruleset => {
@@ -58,7 +58,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
             if let Value::Object(m) = &mut out {
                 m.insert("kind".into(), json!("ruleset"));
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            super::print_line(serde_json::to_string_pretty(&out)?)?;
             match codec::load_ruleset(&bytes) {
                 Err(codec::LoadError::Invalid(e)) => Err(anyhow::Error::new(e)
                     .context(format!("{name} decodes but is not a valid ruleset"))),

@@ -81,12 +81,12 @@ pub(super) fn run(cmd: &Command) -> anyhow::Result<()> {
                 let _ = std::fs::remove_file(&private);
                 return Err(e);
             }
-            println!(
+            super::print_line(format_args!(
                 "wrote {} (private, keep secret) and {} (public; key id {})",
                 private.display(),
                 public.display(),
                 keys::key_id(&key.verifying_key())
-            );
+            ))?;
             Ok(())
         }
     }

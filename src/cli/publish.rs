@@ -82,7 +82,9 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
     let ok = reports.iter().filter(|r| r.failure.is_none()).count();
     let total = reports.len();
     let _ = writeln!(out, "published to {ok} of {total} store(s)");
-    print!("{out}");
+    // The stores are written whatever became of stdout; the exit code below
+    // still says whether enough of them took it.
+    let _ = super::print_line(out.strip_suffix('\n').unwrap_or(&out));
     if ok == total {
         return Ok(());
     }
