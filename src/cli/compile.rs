@@ -19,11 +19,14 @@ use crate::ruleset::{authoring, codec, keys, layout};
 
 /// Arguments of `flagbelt compile`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  flagbelt compile examples/demo.yaml -o out
+  flagbelt compile flags.yaml -o out --signing-key release.key")]
 pub struct Args {
     /// Authoring YAML file.
     pub yaml: PathBuf,
     /// Output folder; the environment's files go to `<out>/<env>/`.
-    #[arg(long)]
+    #[arg(short, long)]
     pub out: PathBuf,
     /// Ed25519 signing key (PKCS#8 PEM, from `keys signing-new`); repeatable.
     #[arg(long = "signing-key")]

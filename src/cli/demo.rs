@@ -15,6 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::Rng as _;
 
 use super::delivery_args::DeliveryArgs;
+use super::logging::LogFormat;
 use super::serve;
 use crate::ruleset::{authoring, codec, layout};
 
@@ -28,10 +29,16 @@ pub const DEMO_SERVER_KEY: &str = "fbs.demo.api.UDOFsxceYEcMLwUrLY76OqwMXlS9sohK
 
 /// Arguments of `flagbelt demo`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  flagbelt demo
+  flagbelt demo -l 127.0.0.1:9090 --log-format json")]
 pub struct Args {
     /// Address to listen on.
-    #[arg(long, env = "FLAGBELT_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(short, long, env = "FLAGBELT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Log line format on stderr (`RUST_LOG` filters, default `info`).
+    #[arg(long, env = "FLAGBELT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 pub(super) fn run(args: &Args) -> anyhow::Result<()> {
@@ -78,6 +85,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         answer_cache_mib: 8,
         request_timeout_ms: 5000,
         min_version_wait_ms: 2000,
+        log_format: args.log_format,
     };
     serve::run(&serve_args)
 }

@@ -13,14 +13,23 @@ use super::delivery_args::DeliveryArgs;
 use crate::delivery::EnvError;
 use crate::delivery::config;
 
-/// Arguments of `flagbelt fetch`.
+/// Arguments of `flagbelt fetch`. The polling flags of [`DeliveryArgs`] are
+/// accepted (one environment file serves both commands) but hidden: a single
+/// run never polls nor evicts.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:
+  flagbelt fetch -s file:///srv/flags -e production
+  flagbelt fetch -s s3://flags-eu/prod -s https://cdn.example.com/flags -e web,api --public-key release.pub",
+    mut_arg("poll_interval_s", |a| a.hide(true)),
+    mut_arg("idle_ttl_s", |a| a.hide(true))
+)]
 pub struct Args {
     /// Sources and fallbacks.
     #[command(flatten)]
     pub delivery: DeliveryArgs,
     /// Environments to load; repeatable or comma-separated.
-    #[arg(long = "env", value_delimiter = ',', required = true)]
+    #[arg(short, long = "env", value_delimiter = ',', required = true)]
     pub envs: Vec<String>,
 }
 

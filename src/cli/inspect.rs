@@ -16,12 +16,15 @@ use crate::ruleset::{codec, layout};
 
 /// Arguments of `flagbelt inspect`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  flagbelt inspect out/demo/manifest.pb
+  flagbelt inspect out/demo/rulesets/1.pb | head -20")]
 pub struct Args {
     /// A `manifest.pb` or `rulesets/<version>.pb` file.
     pub file: PathBuf,
     /// What the file is; by default `manifest.pb` is a manifest and anything
     /// else a ruleset.
-    #[arg(long, value_enum)]
+    #[arg(short, long, value_enum)]
     pub kind: Option<Kind>,
 }
 

@@ -15,32 +15,42 @@ use crate::ruleset::keys;
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Print a new API key and the YAML stanza (with `secret_sha256`) for the ruleset.
+    #[command(after_help = "Example:
+  flagbelt keys new -e production --id web -k frontend")]
     New {
         /// Environment the key belongs to.
-        #[arg(long)]
+        #[arg(short, long)]
         env: String,
         /// Key id, unique within the environment (`[A-Za-z0-9_-]{1,32}`).
         #[arg(long)]
         id: String,
-        /// `frontend` (public, browser-safe) or `backend` (server).
-        #[arg(long, value_enum)]
+        /// `frontend` (browser-safe, `fbp.`) or `backend` (servers only,
+        /// `fbs.`); as `kind:` in the ruleset's `keys`.
+        #[arg(short, long, value_enum)]
         kind: Kind,
     },
     /// Write a new Ed25519 keypair: `<out>.key` (PKCS#8 PEM, mode 0600) and
     /// `<out>.pub` (SPKI PEM, give it to servers with `--public-key`).
+    #[command(after_help = "Example:
+  flagbelt keys signing-new -o release
+  flagbelt compile flags.yaml -o out --signing-key release.key")]
     SigningNew {
         /// Path prefix for the two files.
-        #[arg(long)]
+        #[arg(short, long)]
         out: PathBuf,
     },
 }
 
-/// Key kinds on the command line.
+/// Key kinds on the command line, named as in the ruleset's `keys` (`kind:
+/// frontend|backend`); `public` and `server` are accepted too, the words of
+/// the key prefixes. "Public key" alone means an Ed25519 `--public-key`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Kind {
-    /// Public key (`fbp.`).
+    /// Browser-safe key (`fbp.`): client-visible flags only.
+    #[value(alias = "public")]
     Frontend,
-    /// Server key (`fbs.`).
+    /// Key for servers (`fbs.`): every flag, `POST /v1/eval`, `GET /v1/ruleset`.
+    #[value(alias = "server")]
     Backend,
 }
 

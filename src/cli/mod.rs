@@ -37,15 +37,6 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
-    /// Log line format of `serve` and `demo` (stderr; `RUST_LOG` filters).
-    #[arg(
-        long,
-        global = true,
-        env = "FLAGBELT_LOG_FORMAT",
-        value_enum,
-        default_value_t = logging::LogFormat::Text
-    )]
-    pub log_format: logging::LogFormat,
 }
 
 /// What `flagbelt` can do; each variant's doc line is its `--help` summary.
@@ -91,8 +82,10 @@ pub fn main() -> ExitCode {
 
 /// Runs one command; only the servers log, the one-shot commands print.
 fn run(cli: Cli) -> anyhow::Result<()> {
-    if matches!(cli.command, Command::Serve(_) | Command::Demo(_)) {
-        logging::init(cli.log_format)?;
+    match &cli.command {
+        Command::Serve(args) => logging::init(args.log_format)?,
+        Command::Demo(args) => logging::init(args.log_format)?,
+        _ => {}
     }
     match cli.command {
         Command::Compile(args) => compile::run(&args),

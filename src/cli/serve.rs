@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::delivery_args::DeliveryArgs;
+use super::logging::LogFormat;
 use crate::delivery::Delivery;
 use crate::delivery::config;
 use crate::http::{self, AdminToken, AppState, CachePolicy, HttpConfig};
@@ -39,12 +40,19 @@ use crate::ruleset::valid_env_name;
 
 /// Arguments of `flagbelt serve`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  flagbelt serve -s file:///srv/flags -l 127.0.0.1:8080
+  flagbelt serve -s s3://flags-eu/prod -s https://cdn.example.com/flags \\
+    --public-key release.pub --cache-dir /var/cache/flagbelt \\
+    --preload production --admin-listen [::]:8081 --admin-token-file /run/secrets/admin
+Each flag is also an environment variable: FLAGBELT_SOURCE, FLAGBELT_LISTEN, ...
+Logs: RUST_LOG filters (default info), --log-format json for one object per line.")]
 pub struct Args {
     /// Sources and fallbacks.
     #[command(flatten)]
     pub delivery: DeliveryArgs,
     /// Address of the public listener.
-    #[arg(long, env = "FLAGBELT_LISTEN", default_value = "[::]:8080")]
+    #[arg(short, long, env = "FLAGBELT_LISTEN", default_value = "[::]:8080")]
     pub listen: SocketAddr,
     /// Separate listener for `/admin` and `/metrics` (they are then not served
     /// on the public listener).
@@ -92,6 +100,9 @@ pub struct Args {
     #[arg(long, env = "FLAGBELT_MIN_VERSION_WAIT_MS", default_value_t = 2000,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub min_version_wait_ms: u64,
+    /// Log line format on stderr (`RUST_LOG` filters, default `info`).
+    #[arg(long, env = "FLAGBELT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// Extra time after the request timeout for in-flight requests to finish at

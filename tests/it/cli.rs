@@ -805,3 +805,85 @@ fn metrics_explain_themselves() {
         );
     }
 }
+
+#[test]
+fn every_subcommand_help_has_an_example_and_fetch_lists_only_its_flags() {
+    for cmd in [
+        &["compile"][..],
+        &["inspect"],
+        &["eval"],
+        &["fetch"],
+        &["keys", "new"],
+        &["keys", "signing-new"],
+        &["publish"],
+        &["serve"],
+        &["demo"],
+    ] {
+        let help = ok(&[cmd, &["--help"]].concat());
+        assert!(help.contains("Example"), "{cmd:?}:\n{help}");
+        assert!(
+            help.contains(&format!("flagbelt {}", cmd.join(" "))),
+            "{cmd:?}:\n{help}"
+        );
+    }
+    let fetch = ok(&["fetch", "--help"]);
+    for server_only in [
+        "--poll-interval-s",
+        "--idle-ttl-s",
+        "--log-format",
+        "--listen",
+    ] {
+        assert!(!fetch.contains(server_only), "{server_only}:\n{fetch}");
+    }
+    assert!(fetch.contains("-s, --source"), "{fetch}");
+    // Still accepted, so one set of FLAGBELT_* variables serves both commands.
+    let tmp = tempfile::tempdir().unwrap();
+    let err = fails(&[
+        "fetch",
+        "-s",
+        &format!("file://{}", s(tmp.path())),
+        "-e",
+        "absent",
+        "--poll-interval-s",
+        "5",
+        "--idle-ttl-s",
+        "60",
+    ]);
+    assert!(err.contains("absent"), "{err}");
+}
+
+#[test]
+fn short_flags_and_the_key_kind_aliases_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    ok(&["compile", s(&demo_yaml()), "-o", s(&out)]);
+    let answer = ok(&[
+        "eval",
+        s(&out),
+        "-e",
+        "demo",
+        "-c",
+        r#"{"targetingKey":"user-1","country":"NZ","app":{"version":"2.4.0"}}"#,
+        "-f",
+        "new-checkout",
+    ]);
+    assert!(answer.contains("new-checkout"), "{answer}");
+    assert!(
+        ok(&[
+            "inspect",
+            "-k",
+            "manifest",
+            s(&out.join("demo/manifest.pb"))
+        ])
+        .contains("demo")
+    );
+    for (kind, prefix) in [
+        ("frontend", "key: fbp."),
+        ("public", "key: fbp."),
+        ("backend", "key: fbs."),
+        ("server", "key: fbs."),
+    ] {
+        let printed = ok(&["keys", "new", "-e", "demo", "--id", "k", "-k", kind]);
+        assert!(printed.starts_with(prefix), "{kind}: {printed}");
+    }
+}
