@@ -16,7 +16,7 @@ use crate::ruleset::keys;
 pub enum Command {
     /// Print a new API key and the YAML stanza (with `secret_sha256`) for the ruleset.
     #[command(after_help = "Example:
-  flagbelt keys new -e production --id web -k frontend")]
+  flagbelt keys new -e production --id web -k public")]
     New {
         /// Environment the key belongs to.
         #[arg(short, long)]
@@ -24,8 +24,8 @@ pub enum Command {
         /// Key id, unique within the environment (`[A-Za-z0-9_-]{1,32}`).
         #[arg(long)]
         id: String,
-        /// `frontend` (browser-safe, `fbp.`) or `backend` (servers only,
-        /// `fbs.`); as `kind:` in the ruleset's `keys`.
+        /// `public` (`fbp.`, browser-safe) or `server` (`fbs.`, servers only);
+        /// the YAML stanza names them `frontend` and `backend`.
         #[arg(short, long, value_enum)]
         kind: Kind,
     },
@@ -41,25 +41,26 @@ pub enum Command {
     },
 }
 
-/// Key kinds on the command line, named as in the ruleset's `keys` (`kind:
-/// frontend|backend`); `public` and `server` are accepted too, the words of
-/// the key prefixes. "Public key" alone means an Ed25519 `--public-key`.
+/// Key kinds on the command line, in the words of the key prefixes, the HTTP
+/// errors and the demo (`fbp.` public, `fbs.` server). The ruleset's `keys`
+/// say `kind: frontend|backend`, accepted here as aliases so older commands
+/// keep working.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Kind {
     /// Browser-safe key (`fbp.`): client-visible flags only.
-    #[value(alias = "public")]
-    Frontend,
+    #[value(alias = "frontend")]
+    Public,
     /// Key for servers (`fbs.`): every flag, `POST /v1/eval`, `GET /v1/ruleset`.
-    #[value(alias = "server")]
-    Backend,
+    #[value(alias = "backend")]
+    Server,
 }
 
 pub(super) fn run(cmd: &Command) -> anyhow::Result<()> {
     match cmd {
         Command::New { env, id, kind } => {
             let kind = match kind {
-                Kind::Frontend => KeyKind::Frontend,
-                Kind::Backend => KeyKind::Backend,
+                Kind::Public => KeyKind::Frontend,
+                Kind::Server => KeyKind::Backend,
             };
             let key = keys::generate(env, id, kind)?;
             let mut out = std::io::stdout().lock();
