@@ -19,11 +19,14 @@ use crate::ruleset::{authoring, codec, keys, layout};
 
 /// Arguments of `flagbelt compile`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  flagbelt compile examples/demo.yaml -o out
+  flagbelt compile flags.yaml -o out --signing-key release.key")]
 pub struct Args {
     /// Authoring YAML file.
     pub yaml: PathBuf,
     /// Output folder; the environment's files go to `<out>/<env>/`.
-    #[arg(long)]
+    #[arg(short, long)]
     pub out: PathBuf,
     /// Ed25519 signing key (PKCS#8 PEM, from `keys signing-new`); repeatable.
     #[arg(long = "signing-key")]
@@ -60,7 +63,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         .iter()
         .map(|k| keys::key_id(&k.verifying_key()))
         .collect();
-    println!(
+    super::print_line(format_args!(
         "compiled environment {} version {}: {} flags ({} client-visible), {} segments, {} keys",
         model.environment(),
         model.version(),
@@ -68,8 +71,8 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         model.client_flags().len(),
         model.segments().len(),
         model.keys().len(),
-    );
-    println!(
+    ))?;
+    super::print_line(format_args!(
         "wrote {} and {} ({})",
         layout::ruleset_file(&env_dir, model.version()).display(),
         layout::manifest_file(&env_dir).display(),
@@ -78,7 +81,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         } else {
             format!("signed by {}", signed_by.join(", "))
         }
-    );
+    ))?;
     if model.keys().len() == 0 {
         // Compiles (a ruleset may be staged before its keys exist) but serves
         // nobody: every request needs a key the ruleset lists.

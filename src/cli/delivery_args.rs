@@ -19,6 +19,7 @@ pub struct DeliveryArgs {
     /// Source URL (`s3://`, `gs://`, `az://`, `http(s)://`, `file://`), in order
     /// of preference; repeat the flag, or comma-separate in the env variable.
     #[arg(
+        short,
         long = "source",
         env = "FLAGBELT_SOURCE",
         value_delimiter = ',',

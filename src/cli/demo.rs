@@ -15,6 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::Rng as _;
 
 use super::delivery_args::DeliveryArgs;
+use super::logging::LogFormat;
 use super::serve;
 use crate::ruleset::{authoring, codec, layout};
 
@@ -28,10 +29,16 @@ pub const DEMO_SERVER_KEY: &str = "fbs.demo.api.UDOFsxceYEcMLwUrLY76OqwMXlS9sohK
 
 /// Arguments of `flagbelt demo`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  flagbelt demo
+  flagbelt demo -l 127.0.0.1:9090 --log-format json")]
 pub struct Args {
     /// Address to listen on.
-    #[arg(long, env = "FLAGBELT_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(short, long, env = "FLAGBELT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Log line format on stderr (`RUST_LOG` filters, default `info`).
+    #[arg(long, env = "FLAGBELT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 pub(super) fn run(args: &Args) -> anyhow::Result<()> {
@@ -78,37 +85,50 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         answer_cache_mib: 8,
         request_timeout_ms: 5000,
         min_version_wait_ms: 2000,
+        log_format: args.log_format,
     };
     serve::run(&serve_args)
 }
 
 fn print_usage(listen: SocketAddr, token: &str, env: &str) {
+    use std::fmt::Write as _;
     let base = format!("http://{listen}");
     let ctx = URL_SAFE_NO_PAD
         .encode(r#"{"targetingKey":"user-1","country":"NZ","app":{"version":"2.4.0"}}"#);
-    println!(
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
         "flagbelt demo: environment {env:?} (examples/demo.yaml), unsigned, from a temporary file:// store"
     );
-    println!("  public key  {DEMO_PUBLIC_KEY}");
-    println!("  server key  {DEMO_SERVER_KEY}");
-    println!("  admin token {token}");
-    println!();
-    println!(
+    let _ = writeln!(text, "  public key  {DEMO_PUBLIC_KEY}");
+    let _ = writeln!(text, "  server key  {DEMO_SERVER_KEY}");
+    let _ = writeln!(text, "  admin token {token}");
+    let _ = writeln!(text);
+    let _ = writeln!(
+        text,
         "Try (context = base64url of {{\"targetingKey\":\"user-1\",\"country\":\"NZ\",\"app\":{{\"version\":\"2.4.0\"}}}}):"
     );
-    println!("  curl -i {base}/v1/eval/{DEMO_PUBLIC_KEY}/{ctx}");
-    println!(
+    let _ = writeln!(text, "  curl -i {base}/v1/eval/{DEMO_PUBLIC_KEY}/{ctx}");
+    let _ = writeln!(
+        text,
         "  curl -s {base}/v1/eval -H 'Authorization: Bearer {DEMO_SERVER_KEY}' -H 'Content-Type: application/json' -d '{{\"context\":{{\"targetingKey\":\"user-1\",\"plan\":\"pro\"}}}}'"
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  curl -s {base}/ofrep/v1/evaluate/flags -H 'X-API-Key: {DEMO_PUBLIC_KEY}' -H 'Content-Type: application/json' -d '{{\"context\":{{\"targetingKey\":\"user-1\"}}}}'"
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  curl -s {base}/v1/ruleset -H 'Authorization: Bearer {DEMO_SERVER_KEY}' -H 'Accept: application/json'"
     );
-    println!("  curl -s {base}/admin/v1/status -H 'Authorization: Bearer {token}'");
-    println!("Ctrl-C stops it.");
-    println!();
+    let _ = writeln!(
+        text,
+        "  curl -s {base}/admin/v1/status -H 'Authorization: Bearer {token}'"
+    );
+    let _ = writeln!(text, "Ctrl-C stops it.");
+    let _ = writeln!(text);
+    // The demo keeps serving if nobody reads its stdout.
+    let _ = super::print_line(text.strip_suffix('\n').unwrap_or(&text));
 }
 
 /// A temporary folder removed on drop.

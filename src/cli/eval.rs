@@ -15,14 +15,17 @@ use crate::ruleset::{authoring, layout, verify};
 
 /// Arguments of `flagbelt eval`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = r#"Examples:
+  flagbelt eval examples/demo.yaml -c '{"targetingKey":"user-1","country":"NZ"}'
+  flagbelt eval out -e demo -f new-checkout --json"#)]
 pub struct Args {
     /// Authoring YAML file, or a compiled folder (`<out>` or `<out>/<env>`).
     pub source: PathBuf,
     /// The context, a JSON object.
-    #[arg(long, default_value = "{}")]
+    #[arg(short, long, default_value = "{}")]
     pub context: String,
     /// Evaluate only this flag.
-    #[arg(long)]
+    #[arg(short, long)]
     pub flag: Option<String>,
     /// Print the evaluation answer as JSON (the `/v1/eval` shape).
     #[arg(long)]
@@ -31,7 +34,7 @@ pub struct Args {
     #[arg(long)]
     pub client: bool,
     /// Environment to read from a compiled folder (default: the only one there).
-    #[arg(long)]
+    #[arg(short, long)]
     pub env: Option<String>,
     /// Trusted Ed25519 public key (SPKI PEM); repeatable. With any given, the
     /// manifest must carry a valid signature by one of them.

@@ -13,14 +13,23 @@ use super::delivery_args::DeliveryArgs;
 use crate::delivery::EnvError;
 use crate::delivery::config;
 
-/// Arguments of `flagbelt fetch`.
+/// Arguments of `flagbelt fetch`. The polling flags of [`DeliveryArgs`] are
+/// accepted (one environment file serves both commands) but hidden: a single
+/// run never polls nor evicts.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:
+  flagbelt fetch -s file:///srv/flags -e production
+  flagbelt fetch -s s3://flags-eu/prod -s https://cdn.example.com/flags -e web,api --public-key release.pub",
+    mut_arg("poll_interval_s", |a| a.hide(true)),
+    mut_arg("idle_ttl_s", |a| a.hide(true))
+)]
 pub struct Args {
     /// Sources and fallbacks.
     #[command(flatten)]
     pub delivery: DeliveryArgs,
     /// Environments to load; repeatable or comma-separated.
-    #[arg(long = "env", value_delimiter = ',', required = true)]
+    #[arg(short, long = "env", value_delimiter = ',', required = true)]
     pub envs: Vec<String>,
 }
 
@@ -41,7 +50,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
             "environments": delivery.environments(),
             "failed": failed.iter().map(|(env, e)| json!({"environment": env, "error": e.to_string()})).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_line(serde_json::to_string_pretty(&report)?)?;
         if let Some((env, e)) = failed.first() {
             let hint = match e {
                 EnvError::NotFound => "no source has it",

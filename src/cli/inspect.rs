@@ -16,12 +16,15 @@ use crate::ruleset::{codec, layout};
 
 /// Arguments of `flagbelt inspect`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  flagbelt inspect out/demo/manifest.pb
+  flagbelt inspect out/demo/rulesets/1.pb | head -20")]
 pub struct Args {
     /// A `manifest.pb` or `rulesets/<version>.pb` file.
     pub file: PathBuf,
     /// What the file is; by default `manifest.pb` is a manifest and anything
     /// else a ruleset.
-    #[arg(long, value_enum)]
+    #[arg(short, long, value_enum)]
     pub kind: Option<Kind>,
 }
 
@@ -49,7 +52,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         Kind::Manifest => {
             let out =
                 codec::manifest_json(&bytes).with_context(|| format!("cannot decode {name}"))?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            super::print_line(serde_json::to_string_pretty(&out)?)?;
             Ok(())
         }
         Kind::Ruleset => {
@@ -58,7 +61,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
             if let Value::Object(m) = &mut out {
                 m.insert("kind".into(), json!("ruleset"));
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            super::print_line(serde_json::to_string_pretty(&out)?)?;
             match codec::load_ruleset(&bytes) {
                 Err(codec::LoadError::Invalid(e)) => Err(anyhow::Error::new(e)
                     .context(format!("{name} decodes but is not a valid ruleset"))),

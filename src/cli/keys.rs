@@ -15,41 +15,52 @@ use crate::ruleset::keys;
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Print a new API key and the YAML stanza (with `secret_sha256`) for the ruleset.
+    #[command(after_help = "Example:
+  flagbelt keys new -e production --id web -k public")]
     New {
         /// Environment the key belongs to.
-        #[arg(long)]
+        #[arg(short, long)]
         env: String,
         /// Key id, unique within the environment (`[A-Za-z0-9_-]{1,32}`).
         #[arg(long)]
         id: String,
-        /// `frontend` (public, browser-safe) or `backend` (server).
-        #[arg(long, value_enum)]
+        /// `public` (`fbp.`, browser-safe) or `server` (`fbs.`, servers only);
+        /// the YAML stanza names them `frontend` and `backend`.
+        #[arg(short, long, value_enum)]
         kind: Kind,
     },
     /// Write a new Ed25519 keypair: `<out>.key` (PKCS#8 PEM, mode 0600) and
     /// `<out>.pub` (SPKI PEM, give it to servers with `--public-key`).
+    #[command(after_help = "Example:
+  flagbelt keys signing-new -o release
+  flagbelt compile flags.yaml -o out --signing-key release.key")]
     SigningNew {
         /// Path prefix for the two files.
-        #[arg(long)]
+        #[arg(short, long)]
         out: PathBuf,
     },
 }
 
-/// Key kinds on the command line.
+/// Key kinds on the command line, in the words of the key prefixes, the HTTP
+/// errors and the demo (`fbp.` public, `fbs.` server). The ruleset's `keys`
+/// say `kind: frontend|backend`, accepted here as aliases so older commands
+/// keep working.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Kind {
-    /// Public key (`fbp.`).
-    Frontend,
-    /// Server key (`fbs.`).
-    Backend,
+    /// Browser-safe key (`fbp.`): client-visible flags only.
+    #[value(alias = "frontend")]
+    Public,
+    /// Key for servers (`fbs.`): every flag, `POST /v1/eval`, `GET /v1/ruleset`.
+    #[value(alias = "backend")]
+    Server,
 }
 
 pub(super) fn run(cmd: &Command) -> anyhow::Result<()> {
     match cmd {
         Command::New { env, id, kind } => {
             let kind = match kind {
-                Kind::Frontend => KeyKind::Frontend,
-                Kind::Backend => KeyKind::Backend,
+                Kind::Public => KeyKind::Frontend,
+                Kind::Server => KeyKind::Backend,
             };
             let key = keys::generate(env, id, kind)?;
             let mut out = std::io::stdout().lock();
@@ -81,12 +92,12 @@ pub(super) fn run(cmd: &Command) -> anyhow::Result<()> {
                 let _ = std::fs::remove_file(&private);
                 return Err(e);
             }
-            println!(
+            super::print_line(format_args!(
                 "wrote {} (private, keep secret) and {} (public; key id {})",
                 private.display(),
                 public.display(),
                 keys::key_id(&key.verifying_key())
-            );
+            ))?;
             Ok(())
         }
     }

@@ -6,6 +6,11 @@
 //! `ruleset` and `eval`; nothing here re-implements validation. Every failure is
 //! an error message on stderr and a non-zero exit, never a panic, and a failed
 //! command leaves no partial output behind.
+//!
+//! Exit codes: 0 success, 1 a failure (the error on stderr), 2 a usage error
+//! (clap's, with the usage line). Output goes through [`print_line`] so that
+//! a closed stdout (`flagbelt inspect … | head`) ends the command quietly with
+//! 0, never with `println!`'s panic.
 
 mod compile;
 mod delivery_args;
@@ -14,6 +19,7 @@ mod eval;
 mod fetch;
 mod inspect;
 mod keys;
+mod logging;
 mod publish;
 mod serve;
 
@@ -58,11 +64,30 @@ pub enum Command {
     Demo(demo::Args),
 }
 
-/// Parses the command line, runs the command and maps failure to exit code 1
-/// with the full error chain on stderr.
+/// Parses the command line (a usage error exits 2, from clap), runs the
+/// command and maps failure to exit code 1 with the full error chain on
+/// stderr. A closed stdout is not a failure: the reader has what it wanted.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result = run(cli);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command; only the servers log, the one-shot commands print.
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve(args) => logging::init(args.log_format)?,
+        Command::Demo(args) => logging::init(args.log_format)?,
+        _ => {}
+    }
+    match cli.command {
         Command::Compile(args) => compile::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Eval(args) => eval::run(&args),
@@ -71,14 +96,30 @@ pub fn main() -> ExitCode {
         Command::Publish(args) => publish::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Demo(args) => demo::run(&args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
     }
+}
+
+/// Writes one line to stdout. Unlike `println!`, which panics when stdout is
+/// a closed pipe, this returns the error, and [`main`] ends quietly on it.
+fn print_line(text: impl std::fmt::Display) -> std::io::Result<()> {
+    use std::io::Write as _;
+    writeln!(std::io::stdout().lock(), "{text}")
+}
+
+/// Whether the failure is a write to a closed stdout (the reader, `head` for
+/// example, stopped reading), which is how a pipeline ends, not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let kind = cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| {
+                cause
+                    .downcast_ref::<serde_json::Error>()
+                    .and_then(serde_json::Error::io_error_kind)
+            });
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Reads a UTF-8 text file, naming it in the error.

@@ -29,6 +29,9 @@ use crate::util::error_chain;
 
 /// Arguments of `flagbelt publish`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  flagbelt publish out -t file:///srv/flags
+  flagbelt publish out -t s3://flags-eu/prod -t gs://flags-us/prod --min-stores 1")]
 pub struct Args {
     /// A `flagbelt compile` output folder: `<dir>/<env>/manifest.pb` and
     /// `<dir>/<env>/rulesets/<version>.pb`, for one or several environments.
@@ -37,7 +40,7 @@ pub struct Args {
     /// `gs://bucket[/prefix]`, `az://container[/prefix]`, `http(s)://host/path`
     /// or `file:///abs/path`, with settings as query parameters (e.g.
     /// `?endpoint=...&region=...`); credentials come from the environment.
-    #[arg(long = "to", value_name = "URL", required = true)]
+    #[arg(short, long = "to", value_name = "URL", required = true)]
     pub to: Vec<String>,
     /// Succeed when at least N stores received everything (default: all of them
     /// must). Failures are still reported.
@@ -82,7 +85,9 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
     let ok = reports.iter().filter(|r| r.failure.is_none()).count();
     let total = reports.len();
     let _ = writeln!(out, "published to {ok} of {total} store(s)");
-    print!("{out}");
+    // The stores are written whatever became of stdout; the exit code below
+    // still says whether enough of them took it.
+    let _ = super::print_line(out.strip_suffix('\n').unwrap_or(&out));
     if ok == total {
         return Ok(());
     }

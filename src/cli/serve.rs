@@ -1,8 +1,7 @@
 //! `flagbelt serve`: the edge server.
 //!
 //! Owns start-up and shutdown only: flags (each also `FLAGBELT_<NAME>`)
-//! validated into typed settings, the tracing subscriber (`RUST_LOG`, default
-//! `info`, to stderr), the Prometheus recorder (installed once, with periodic
+//! validated into typed settings, the Prometheus recorder (installed once, with periodic
 //! upkeep), delivery (built, probed, preloaded; failed preloads are retried in
 //! the background so `/readyz` turns 200 once storage answers), the listeners,
 //! and graceful shutdown on SIGTERM or Ctrl-C (in-flight requests finish,
@@ -33,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::delivery_args::DeliveryArgs;
+use super::logging::LogFormat;
 use crate::delivery::Delivery;
 use crate::delivery::config;
 use crate::http::{self, AdminToken, AppState, CachePolicy, HttpConfig};
@@ -40,12 +40,19 @@ use crate::ruleset::valid_env_name;
 
 /// Arguments of `flagbelt serve`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  flagbelt serve -s file:///srv/flags -l 127.0.0.1:8080
+  flagbelt serve -s s3://flags-eu/prod -s https://cdn.example.com/flags \\
+    --public-key release.pub --cache-dir /var/cache/flagbelt \\
+    --preload production --admin-listen [::]:8081 --admin-token-file /run/secrets/admin
+Each flag is also an environment variable: FLAGBELT_SOURCE, FLAGBELT_LISTEN, ...
+Logs: RUST_LOG filters (default info), --log-format json for one object per line.")]
 pub struct Args {
     /// Sources and fallbacks.
     #[command(flatten)]
     pub delivery: DeliveryArgs,
     /// Address of the public listener.
-    #[arg(long, env = "FLAGBELT_LISTEN", default_value = "[::]:8080")]
+    #[arg(short, long, env = "FLAGBELT_LISTEN", default_value = "[::]:8080")]
     pub listen: SocketAddr,
     /// Separate listener for `/admin` and `/metrics` (they are then not served
     /// on the public listener).
@@ -93,6 +100,9 @@ pub struct Args {
     #[arg(long, env = "FLAGBELT_MIN_VERSION_WAIT_MS", default_value_t = 2000,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub min_version_wait_ms: u64,
+    /// Log line format on stderr (`RUST_LOG` filters, default `info`).
+    #[arg(long, env = "FLAGBELT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// Extra time after the request timeout for in-flight requests to finish at
@@ -104,27 +114,12 @@ const PRELOAD_RETRY: Duration = Duration::from_secs(5);
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 pub(super) fn run(args: &Args) -> anyhow::Result<()> {
-    init_tracing()?;
     let config = http_config(args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(serve(args, config))
-}
-
-fn init_tracing() -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(s) if !s.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(&s)
-            .with_context(|| format!("RUST_LOG is not a valid filter: {s:?}"))?,
-        _ => tracing_subscriber::EnvFilter::new("info"),
-    };
-    // Ignore "already set": only a test harness would have set one.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-    Ok(())
 }
 
 /// Validates the flags into the HTTP layer's settings (metrics are added once
@@ -224,6 +219,7 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the Prometheus recorder")?;
+    http::metric_help::describe();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(METRICS_UPKEEP);
@@ -300,11 +296,14 @@ async fn serve(args: &Args, mut config: HttpConfig) -> anyhow::Result<()> {
     match &admin {
         Some(a) => {
             let admin_addr = a.local_addr().context("listener address")?;
-            println!(
+            // A server keeps serving if nobody reads its stdout.
+            let _ = super::print_line(format_args!(
                 "flagbelt listening on http://{public_addr} (admin and metrics on http://{admin_addr})"
-            );
+            ));
         }
-        None => println!("flagbelt listening on http://{public_addr}"),
+        None => {
+            let _ = super::print_line(format_args!("flagbelt listening on http://{public_addr}"));
+        }
     }
     tracing::info!(%public_addr, "serving");
 

@@ -45,6 +45,7 @@ pub mod errors;
 mod etag;
 mod extract;
 pub mod headers;
+pub mod metric_help;
 mod ofrep;
 mod peers;
 mod routes;
@@ -68,7 +69,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate as _, SizeAbove};
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub use auth::AdminToken;
 pub use caching::CachePolicy;
@@ -446,9 +447,15 @@ fn edge(router: Router) -> Router {
     router.fallback(routes::fallback).layer(
         ServiceBuilder::new()
             .layer(
-                TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                    tracing::info_span!("request", method = %req.method(), route = route_of(req))
-                }),
+                TraceLayer::new_for_http()
+                    .make_span_with(|req: &Request| {
+                        tracing::info_span!("request", method = %req.method(), route = route_of(req))
+                    })
+                    // tower-http logs every 5xx at ERROR; most are expected
+                    // answers (`/readyz` before the preloads, shedding, a dead
+                    // store). Internal failures are logged at ERROR once, by
+                    // `errors::ApiError::render`.
+                    .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
             )
             .layer(middleware::from_fn(track))
             .layer(middleware::from_fn(errors::json_errors))

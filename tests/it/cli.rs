@@ -633,3 +633,257 @@ fn publish_never_moves_back_a_store_manifest_it_cannot_verify() {
         theirs
     );
 }
+
+/// Runs `flagbelt args` with stdout a pipe whose reader is already gone, as in
+/// `flagbelt inspect … | head` once `head` has had enough.
+fn with_closed_stdout(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_flagbelt"))
+        .args(args)
+        .stdout(writer)
+        .output()
+        .expect("flagbelt runs")
+}
+
+#[test]
+fn a_closed_stdout_ends_every_printing_command_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    ok(&["compile", s(&demo_yaml()), "--out", s(&out)]);
+    let manifest = out.join("demo/manifest.pb");
+    let source = format!("file://{}", s(&out));
+    let runs: Vec<Vec<String>> = vec![
+        vec![
+            "compile".into(),
+            s(&demo_yaml()).into(),
+            "--out".into(),
+            s(&tmp.path().join("again")).into(),
+        ],
+        vec!["inspect".into(), s(&manifest).into()],
+        vec!["eval".into(), s(&demo_yaml()).into()],
+        vec!["eval".into(), s(&demo_yaml()).into(), "--json".into()],
+        vec![
+            "keys".into(),
+            "new".into(),
+            "--env".into(),
+            "demo".into(),
+            "--id".into(),
+            "x".into(),
+            "--kind".into(),
+            "backend".into(),
+        ],
+        vec![
+            "fetch".into(),
+            "--source".into(),
+            source,
+            "--env".into(),
+            "demo".into(),
+        ],
+        vec!["--help".into()],
+    ];
+    for args in runs {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let res = with_closed_stdout(&args);
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(res.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn exit_codes_tell_usage_errors_from_failures() {
+    let usage = flagbelt(&["inspect", "--no-such-flag", "x"]);
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("Usage:"));
+    assert_eq!(flagbelt(&["no-such-command"]).status.code(), Some(2));
+    assert_eq!(flagbelt(&["compile"]).status.code(), Some(2));
+    let err = fails(&["inspect", "/no/such/file.pb"]);
+    assert!(err.contains("cannot read"), "{err}");
+    assert_eq!(flagbelt(&["--version"]).status.code(), Some(0));
+}
+
+/// A server started with `args` and a free port: the process and the port it
+/// printed. Its stderr is piped, for [`stop_server`].
+fn start_server(args: &[&str]) -> (std::process::Child, u16) {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flagbelt"))
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .env_remove("FLAGBELT_LOG_FORMAT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the server starts");
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    for line in stdout.lines() {
+        let line = line.expect("text on stdout");
+        if let Some(addr) = line.strip_prefix("flagbelt listening on http://") {
+            let addr = addr.split_whitespace().next().unwrap_or_default();
+            let port = addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+            return (child, port.expect("a port in the listening line"));
+        }
+    }
+    let logs = stop_server(child);
+    panic!("the server printed no listening line: {logs}");
+}
+
+/// Stops the server and returns everything it logged.
+fn stop_server(mut child: std::process::Child) -> String {
+    use std::io::Read as _;
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut logs)
+        .expect("utf-8 logs");
+    logs
+}
+
+fn get(port: u16, path: &str) -> String {
+    raw_http(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+#[test]
+fn logs_to_a_pipe_are_plain_and_json_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (child, port) = start_server(&["demo", "--log-format", "json"]);
+    assert!(get(port, "/no/such/route").starts_with("HTTP/1.1 404"));
+    assert!(get(port, "/v1/eval/fbp.demo.web.wrong/e30").starts_with("HTTP/1.1 401"));
+    let json_logs = stop_server(child);
+    assert!(!json_logs.contains("\x1b["), "{json_logs}");
+    let lines: Vec<Value> = json_logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == "serving"),
+        "{json_logs}"
+    );
+
+    // Expected answers (404, 401, and 503 from /readyz before the preload)
+    // are not errors; the text format to a pipe has no colours.
+    let (child, port) = start_server(&[
+        "serve",
+        "--source",
+        &format!("file://{}", s(tmp.path())),
+        "--preload",
+        "missing",
+    ]);
+    assert!(get(port, "/readyz").starts_with("HTTP/1.1 503"));
+    assert!(get(port, "/no/such/route").starts_with("HTTP/1.1 404"));
+    let text_logs = stop_server(child);
+    assert!(!text_logs.contains("\x1b["), "{text_logs}");
+    assert!(text_logs.contains(" INFO "), "{text_logs}");
+    assert!(!text_logs.contains("ERROR"), "{text_logs}");
+}
+
+#[test]
+fn metrics_explain_themselves() {
+    let (child, port) = start_server(&["demo"]);
+    assert!(get(port, "/healthz").starts_with("HTTP/1.1 200"));
+    let metrics = get(port, "/metrics");
+    stop_server(child);
+    for name in [
+        "flagbelt_http_requests_total",
+        "flagbelt_http_request_seconds",
+        "flagbelt_env_loads_total",
+        "flagbelt_environments_loaded",
+    ] {
+        assert!(
+            metrics.contains(&format!("# HELP {name} ")),
+            "no help for {name}:\n{metrics}"
+        );
+    }
+}
+
+#[test]
+fn every_subcommand_help_has_an_example_and_fetch_lists_only_its_flags() {
+    for cmd in [
+        &["compile"][..],
+        &["inspect"],
+        &["eval"],
+        &["fetch"],
+        &["keys", "new"],
+        &["keys", "signing-new"],
+        &["publish"],
+        &["serve"],
+        &["demo"],
+    ] {
+        let help = ok(&[cmd, &["--help"]].concat());
+        assert!(help.contains("Example"), "{cmd:?}:\n{help}");
+        assert!(
+            help.contains(&format!("flagbelt {}", cmd.join(" "))),
+            "{cmd:?}:\n{help}"
+        );
+    }
+    let fetch = ok(&["fetch", "--help"]);
+    for server_only in [
+        "--poll-interval-s",
+        "--idle-ttl-s",
+        "--log-format",
+        "--listen",
+    ] {
+        assert!(!fetch.contains(server_only), "{server_only}:\n{fetch}");
+    }
+    assert!(fetch.contains("-s, --source"), "{fetch}");
+    // Still accepted, so one set of FLAGBELT_* variables serves both commands.
+    let tmp = tempfile::tempdir().unwrap();
+    let err = fails(&[
+        "fetch",
+        "-s",
+        &format!("file://{}", s(tmp.path())),
+        "-e",
+        "absent",
+        "--poll-interval-s",
+        "5",
+        "--idle-ttl-s",
+        "60",
+    ]);
+    assert!(err.contains("absent"), "{err}");
+}
+
+#[test]
+fn short_flags_and_the_key_kind_aliases_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    ok(&["compile", s(&demo_yaml()), "-o", s(&out)]);
+    let answer = ok(&[
+        "eval",
+        s(&out),
+        "-e",
+        "demo",
+        "-c",
+        r#"{"targetingKey":"user-1","country":"NZ","app":{"version":"2.4.0"}}"#,
+        "-f",
+        "new-checkout",
+    ]);
+    assert!(answer.contains("new-checkout"), "{answer}");
+    assert!(
+        ok(&[
+            "inspect",
+            "-k",
+            "manifest",
+            s(&out.join("demo/manifest.pb"))
+        ])
+        .contains("demo")
+    );
+    for (kind, prefix) in [
+        ("frontend", "key: fbp."),
+        ("public", "key: fbp."),
+        ("backend", "key: fbs."),
+        ("server", "key: fbs."),
+    ] {
+        let printed = ok(&["keys", "new", "-e", "demo", "--id", "k", "-k", kind]);
+        assert!(printed.starts_with(prefix), "{kind}: {printed}");
+    }
+}
