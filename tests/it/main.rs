@@ -9,6 +9,7 @@ mod failover;
 mod http;
 mod openapi;
 mod peers;
+mod readme;
 mod rig;
 mod signing;
 mod stores;
