@@ -168,6 +168,10 @@ fn run_block(script: &str, line: usize, tmp: &Path, demo_addr: &str) -> String {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("TMPDIR", tmp)
         .env("RUST_LOG", "warn")
+        // The demo is on loopback: no proxy, no user's `.curlrc` in the way.
+        .env("NO_PROXY", "127.0.0.1")
+        .env("no_proxy", "127.0.0.1")
+        .env("CURL_HOME", tmp)
         .stdin(Stdio::null())
         .stdout(File::create(&out_path).expect("create the stdout file"))
         .stderr(File::create(&err_path).expect("create the stderr file"))
