@@ -10,6 +10,7 @@ mod failover;
 mod http;
 mod openapi;
 mod peers;
+mod readme;
 mod rig;
 mod signing;
 mod stores;
