@@ -6,6 +6,7 @@ mod cli;
 mod clients;
 mod environments;
 mod failover;
+mod failures;
 mod http;
 mod openapi;
 mod peers;
