@@ -526,11 +526,7 @@ fn file(url: &Url) -> Result<Built, String> {
         return Err(if dir.exists() {
             format!("{} is not a folder", dir.display())
         } else {
-            format!(
-                "folder {} does not exist (create it first: mkdir -p {})",
-                dir.display(),
-                dir.display()
-            )
+            format!("folder {} does not exist", dir.display())
         });
     }
     let store = LocalFileSystem::new_with_prefix(&dir)
