@@ -42,6 +42,7 @@ pub struct Args {
 }
 
 pub(super) fn run(args: &Args) -> anyhow::Result<()> {
+    check_port(args.listen)?;
     let dir = TempStore::new()?;
     let (pb, model) = authoring::compile_yaml(DEMO_YAML, super::now_ms())
         .context("the bundled demo ruleset does not compile")?;
@@ -88,6 +89,21 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         log_format: args.log_format,
     };
     serve::run(&serve_args)
+}
+
+/// Fails when `listen` cannot be bound, before anything is printed: a busy
+/// port (another demo still running) is the likeliest first mistake, and the
+/// calls printed otherwise would point at whatever holds it. The test listener
+/// is closed at once; serve binds again (a race with another process in
+/// between only brings back serve's own error).
+fn check_port(listen: SocketAddr) -> anyhow::Result<()> {
+    std::net::TcpListener::bind(listen).map(drop).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {listen}: {e}; is another flagbelt already running there? \
+             pick another address with --listen, e.g. --listen 127.0.0.1:{}",
+            listen.port().wrapping_add(1).max(1)
+        )
+    })
 }
 
 fn print_usage(listen: SocketAddr, token: &str, env: &str) {

@@ -10,7 +10,6 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use super::delivery_args::DeliveryArgs;
-use crate::delivery::EnvError;
 use crate::delivery::config;
 
 /// Arguments of `flagbelt fetch`. The polling flags of [`DeliveryArgs`] are
@@ -45,18 +44,24 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
             eprintln!("warning: source {}: {}", p.label, p.problem.as_deref().unwrap_or_default());
         }
         let failed = delivery.preload(&args.envs).await;
+        let mut reasons = Vec::with_capacity(failed.len());
+        for (env, e) in &failed {
+            // The words serve logs: the manifest paths looked for, or what
+            // each source answered (a rejection with its reason).
+            let why = match delivery.failure(env).await {
+                Some(why) => why,
+                None => e.to_string(),
+            };
+            reasons.push((env, why));
+        }
         let report = json!({
             "sources": probes,
             "environments": delivery.environments(),
-            "failed": failed.iter().map(|(env, e)| json!({"environment": env, "error": e.to_string()})).collect::<Vec<_>>(),
+            "failed": reasons.iter().map(|(env, why)| json!({"environment": env, "error": why})).collect::<Vec<_>>(),
         });
         super::print_line(serde_json::to_string_pretty(&report)?)?;
-        if let Some((env, e)) = failed.first() {
-            let hint = match e {
-                EnvError::NotFound => "no source has it",
-                EnvError::Unavailable => "no source answered usably and there is no cached or bootstrap copy",
-            };
-            anyhow::bail!("environment {env} could not be loaded: {hint}");
+        if let Some((env, why)) = reasons.first() {
+            anyhow::bail!("environment {env} could not be loaded: {why}");
         }
         Ok(())
     })

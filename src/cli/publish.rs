@@ -51,6 +51,27 @@ pub struct Args {
     pub timeout_ms: u64,
 }
 
+/// Refuses a `file://` store whose folder does not exist, saying to create
+/// it: publish never creates one, as a typo in the path would otherwise
+/// publish where no server reads (the README's publish section says so).
+fn missing_folder(to: &str) -> anyhow::Result<()> {
+    let Some(dir) = url::Url::parse(to)
+        .ok()
+        .filter(|u| u.scheme() == "file")
+        .and_then(|u| u.to_file_path().ok())
+    else {
+        return Ok(());
+    };
+    if !dir.exists() {
+        bail!(
+            "--to {to}: folder {} does not exist; publish does not create it: create it first (mkdir -p {})",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 pub(super) fn run(args: &Args) -> anyhow::Result<()> {
     let layouts = read_layout(&args.dir)?;
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
@@ -59,6 +80,9 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         connect_timeout: timeout.min(Duration::from_secs(3)),
         max_retries: 3,
     };
+    for to in &args.to {
+        missing_folder(to)?;
+    }
     let sources = source::parse_sources(&args.to, &opts)?;
     let needed = match args.min_stores {
         None => sources.len(),

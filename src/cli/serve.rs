@@ -272,10 +272,21 @@ async fn serve(args: &Args, mut config: HttpConfig) -> anyhow::Result<()> {
     config.metrics = Some(install_metrics()?);
 
     let delivery = args.delivery.config().build()?;
+    if args.delivery.public_keys.is_empty() {
+        // Said once, here: every manifest is then accepted unsigned or
+        // signed by anyone, which is fine on a laptop and wrong in production.
+        tracing::warn!(
+            "no --public-key given: manifest signatures are not checked; \
+             give the publisher's public key (from `flagbelt keys signing-new`) to refuse unsigned or forged rulesets"
+        );
+    }
     for p in config::probe(&delivery).await {
         if let Some(problem) = &p.problem {
             tracing::warn!(source = %p.label, %problem, "source probe failed; delivery will fail over");
         }
+    }
+    if config.preload.is_empty() {
+        warn_empty_sources(&delivery).await;
     }
     preload(&delivery, config.preload.clone()).await;
 
@@ -339,6 +350,21 @@ async fn run_server(
         .context("the HTTP server failed")
 }
 
+/// Warns about each source that lists no environment at all: most often a
+/// wrong prefix, which would otherwise show only as "unknown key" answers.
+/// (With `--preload`, a missing environment is named by the preload.)
+async fn warn_empty_sources(delivery: &Delivery) {
+    for source in delivery.failover().sources() {
+        if source.environment_count().await == Some(0) {
+            tracing::warn!(
+                source = %source.label(),
+                looked_for = %source.manifest_location("<env>"),
+                "source holds no environments"
+            );
+        }
+    }
+}
+
 /// Preloads `envs`; any that fail are retried in the background until they
 /// load (readiness waits for them; the server answers meanwhile).
 async fn preload(delivery: &Arc<Delivery>, envs: Vec<String>) {
@@ -351,7 +377,8 @@ async fn preload(delivery: &Arc<Delivery>, envs: Vec<String>) {
         return;
     }
     for (env, e) in &failed {
-        tracing::warn!(env, error = %e, "preload failed; retrying in the background");
+        let why = delivery.failure(env).await.unwrap_or_else(|| e.to_string());
+        tracing::warn!(env, error = %e, %why, "preload failed; retrying in the background");
     }
     let delivery = Arc::clone(delivery);
     let mut pending: Vec<String> = failed.into_iter().map(|(env, _)| env).collect();

@@ -81,7 +81,7 @@ pub struct Delivery {
     /// Read on every request, written only by `preload`: a lock-free swap
     /// rather than a mutex every request would take.
     pinned: ArcSwap<HashMap<String, Arc<Environment>>>,
-    negative: moka::future::Cache<String, EnvError>,
+    negative: moka::future::Cache<String, Failure>,
     opts: DeliveryOptions,
 }
 
@@ -136,8 +136,8 @@ impl Delivery {
         if !valid_env_name(env) {
             return Err(EnvError::NotFound);
         }
-        if let Some(err) = self.negative.get(env).await {
-            return Err(err);
+        if let Some(failure) = self.negative.get(env).await {
+            return Err(failure.error);
         }
         let this = Arc::clone(self);
         let name = env.to_owned();
@@ -147,12 +147,21 @@ impl Delivery {
             .await;
         match loaded {
             Ok(e) => Ok(e),
-            Err(err) => {
-                let err = (*err).clone();
-                self.negative.insert(env.to_owned(), err.clone()).await;
+            Err(failure) => {
+                let failure = (*failure).clone();
+                let err = failure.error.clone();
+                self.negative.insert(env.to_owned(), failure).await;
                 Err(err)
             }
         }
+    }
+
+    /// Why `env` could not be loaded, in words, while that is remembered (the
+    /// negative cache's time): the manifest paths looked for when no source has
+    /// it, or what every source answered (a rejection names its reason) when
+    /// none answered usably. `fetch` and `serve`'s preload report it.
+    pub async fn failure(&self, env: &str) -> Option<String> {
+        self.negative.get(env).await.map(|f| f.detail.to_string())
     }
 
     /// Loads `envs` now and keeps them loaded for the life of the process.
@@ -271,7 +280,7 @@ impl Delivery {
     /// (a lagging replica answering first after a restart) cannot take the
     /// environment back. Then the sources; the local copy serves only when
     /// they have nothing newer, and reports where it came from.
-    async fn load(self: &Arc<Self>, env: &str) -> Result<Arc<Environment>, EnvError> {
+    async fn load(self: &Arc<Self>, env: &str) -> Result<Arc<Environment>, Failure> {
         let fallback = self.load_fallback(env).await;
         let held = fallback.as_ref().map(held_of);
         let mut state = PollState::default();
@@ -281,7 +290,15 @@ impl Delivery {
             (PollOutcome::NotFound, _) => {
                 metrics::counter!("flagbelt_env_loads_total", "outcome" => "not_found")
                     .increment(1);
-                return Err(EnvError::NotFound);
+                let detail = self.not_found_message(env);
+                // Once per name per negative-cache time (the cache answers
+                // the requests in between), and the cache is bounded: a storm
+                // of requests for one unknown name logs one line.
+                tracing::info!(env, %detail, "environment asked for, but no source has it");
+                return Err(Failure {
+                    error: EnvError::NotFound,
+                    detail: detail.into(),
+                });
             }
             (PollOutcome::Unchanged, Some(mut local)) => {
                 match confirming_source(&sources, local.version) {
@@ -308,9 +325,13 @@ impl Delivery {
             (PollOutcome::Unchanged | PollOutcome::Unavailable, None) => {
                 metrics::counter!("flagbelt_env_loads_total", "outcome" => "unavailable")
                     .increment(1);
-                tracing::error!(env, message = %unavailable_message(&sources),
+                let detail = unavailable_message(&sources);
+                tracing::error!(env, message = %detail,
                     "no source answered usably and there is no cached or bootstrap copy");
-                return Err(EnvError::Unavailable);
+                return Err(Failure {
+                    error: EnvError::Unavailable,
+                    detail: detail.into(),
+                });
             }
         };
         metrics::counter!("flagbelt_env_loads_total", "outcome" => outcome_label).increment(1);
@@ -321,6 +342,17 @@ impl Delivery {
         }
         e.spawn_refresher(self);
         Ok(e)
+    }
+
+    /// "no source has `<every manifest path looked for>`".
+    fn not_found_message(&self, env: &str) -> String {
+        let looked: Vec<String> = self
+            .main
+            .sources()
+            .iter()
+            .map(|s| s.manifest_location(env))
+            .collect();
+        format!("no source has {}", looked.join(" or "))
     }
 
     async fn load_fallback(&self, env: &str) -> Option<Snapshot> {
@@ -353,6 +385,14 @@ impl Delivery {
 /// Polls `refresh_all` runs at once.
 const REFRESH_CONCURRENCY: usize = 64;
 
+/// A failed load, remembered by the negative cache: the error requests get,
+/// and the words an operator gets ([`Delivery::failure`]).
+#[derive(Debug, Clone)]
+struct Failure {
+    error: EnvError,
+    detail: Arc<str>,
+}
+
 /// Per-entry expiry for the negative cache: unknown environments are
 /// remembered longer than transient unavailability.
 struct NegativeExpiry {
@@ -360,14 +400,14 @@ struct NegativeExpiry {
     unavailable: Duration,
 }
 
-impl moka::Expiry<String, EnvError> for NegativeExpiry {
+impl moka::Expiry<String, Failure> for NegativeExpiry {
     fn expire_after_create(
         &self,
         _: &String,
-        value: &EnvError,
+        value: &Failure,
         _: std::time::Instant,
     ) -> Option<Duration> {
-        Some(match value {
+        Some(match value.error {
             EnvError::NotFound => self.not_found,
             EnvError::Unavailable => self.unavailable,
         })

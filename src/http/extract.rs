@@ -1,6 +1,7 @@
 //! Reading a request's inputs: the API key sent in headers ([`ApiKey`], an
 //! axum extractor), the context in `GET /v1/eval`'s path segment, and the
-//! `{"context": {...}}` body of the POST routes.
+//! `{"context": {...}}` body of the POST routes (`{}` is an empty context;
+//! a bare context is refused).
 //!
 //! Errors are [`ApiError`]s; each route writes them in its own shape (a route
 //! that needs OFREP's shape takes `Result<ApiKey, ApiError>` and maps it).
@@ -89,9 +90,33 @@ pub(crate) fn context_from_segment(segment: &str) -> Result<Context, ApiError> {
     }
 }
 
-/// Reads `{"context": {...}}` (OFREP's request shape; a missing `context` is an
-/// empty one, as some OFREP clients send `{}`).
+/// Reads `POST /v1/eval`'s body: `{"context": {...}}` (other members are
+/// ignored), or `{}` as an empty context, as on the OFREP routes. A body with
+/// members but no `context`, such as a bare context `{"targetingKey": "u1"}`,
+/// is refused (400 `invalid_body`) rather than evaluated as an empty context,
+/// which would answer every flag with its default and hide the mistake.
 pub(crate) fn context_from_body(body: &[u8]) -> Result<Context, ApiError> {
+    match parse_body(body)? {
+        (Some(ctx), _) => Ok(ctx),
+        (None, top) if top.is_empty() => Ok(Context::new()),
+        (None, top) => Err(ApiError::BadBody(missing_context(&top))),
+    }
+}
+
+/// Reads an OFREP body: `{"context": {...}}`, or `{}` as an empty context
+/// (the real OpenFeature clients send `{}` when no context is set). An object
+/// whose members are all something else is OFREP's `INVALID_CONTEXT`.
+pub(crate) fn ofrep_context_from_body(body: &[u8]) -> Result<Context, ApiError> {
+    match parse_body(body)? {
+        (Some(ctx), _) => Ok(ctx),
+        (None, top) if top.is_empty() => Ok(Context::new()),
+        (None, top) => Err(ApiError::ContextShape(missing_context(&top))),
+    }
+}
+
+/// The body as a JSON object, with its `context` member taken out (checked to
+/// be an object) and the other members left.
+fn parse_body(body: &[u8]) -> Result<(Option<Context>, Context), ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadBody(format!("request body is not valid JSON: {e}")))?;
     let Value::Object(mut top) = v else {
@@ -100,10 +125,25 @@ pub(crate) fn context_from_body(body: &[u8]) -> Result<Context, ApiError> {
         ));
     };
     match top.remove("context") {
-        None => Ok(Context::new()),
-        Some(Value::Object(ctx)) => Ok(ctx),
+        None => Ok((None, top)),
+        Some(Value::Object(ctx)) => Ok((Some(ctx), top)),
         Some(other) => Err(not_an_object("`context`", &other)),
     }
+}
+
+/// Says that a body lacks `context`, naming a few of the members it has (names
+/// only: values may be personal data).
+fn missing_context(top: &Context) -> String {
+    const SHOWN: usize = 3;
+    let mut names: Vec<String> = top.keys().take(SHOWN).map(|k| format!("{k:?}")).collect();
+    if top.len() > SHOWN {
+        names.push("...".to_owned());
+    }
+    let found = names.join(", ");
+    format!(
+        "request body must be {{\"context\": {{...}}}}, but it has no `context` member (it has {found}); \
+         send the context wrapped, e.g. {{\"context\": {{\"targetingKey\": \"user-1\"}}}}"
+    )
 }
 
 fn not_an_object(what: &str, v: &Value) -> ApiError {

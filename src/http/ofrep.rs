@@ -8,8 +8,10 @@
 //! (bulk) and `{key, errorCode, errorDetails}` (single).
 //!
 //! Decisions: the request may be `{"context": {...}}` or `{}` (clients send
-//! both); a missing `targetingKey` is accepted (a rollout then serves its
-//! default with reason `DEFAULT`, as everywhere else); a public key asking for
+//! both), but a body whose members are all something else (a bare context)
+//! is `INVALID_CONTEXT`, not an empty context; a missing `targetingKey` is
+//! accepted (a rollout then serves its default with reason `DEFAULT`, as
+//! everywhere else); a public key asking for
 //! a server-only flag gets `FLAG_NOT_FOUND`, exactly as for a flag that does not
 //! exist. The single-flag answer carries no ETag (OFREP leaves its caching to
 //! the client). Must not: evaluate differently from `/v1/eval`, or write cache
@@ -28,7 +30,7 @@ use super::auth::Need;
 use super::caching::{Payload, Reply};
 use super::errors::{ApiError, OfrepError, Shape};
 use super::etag::AnswerKind;
-use super::extract::{ApiKey, body_bytes, context_from_body};
+use super::extract::{ApiKey, body_bytes, ofrep_context_from_body};
 use super::routes::authenticate;
 use crate::eval::{self, Audience, Evaluation};
 
@@ -40,7 +42,7 @@ pub(crate) async fn bulk(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OfrepError> {
     let key = key?;
-    let ctx = body_bytes(body).and_then(|b| context_from_body(&b))?;
+    let ctx = body_bytes(body).and_then(|b| ofrep_context_from_body(&b))?;
     let caller = authenticate(&st, key.as_str(), &headers).await?;
     // Public keys are advertised the change stream (ADR-0008): a browser's
     // EventSource cannot send headers, so the key goes in the URL, which is
@@ -77,7 +79,7 @@ pub(crate) async fn single(
     };
     let key = key.map_err(fail)?;
     let ctx = body_bytes(body)
-        .and_then(|b| context_from_body(&b))
+        .and_then(|b| ofrep_context_from_body(&b))
         .map_err(fail)?;
     let caller = authenticate(&st, key.as_str(), &headers)
         .await

@@ -1854,3 +1854,42 @@ async fn stream_notifies_version_changes() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK, "server keys may listen too");
 }
+
+/// `POST /v1/eval` wants `{"context": {...}}`: a bare context is a 400 that
+/// says so, not an evaluation of the empty context (`{}` stays the empty
+/// context). OFREP keeps taking `{}` (the real clients send it) but answers a
+/// bare context `INVALID_CONTEXT`.
+#[tokio::test]
+async fn a_body_without_context_is_refused_and_says_why() {
+    let (rig, _, app) = app().await;
+    let (h, v) = bearer(&rig.api);
+    let bare = json!({"targetingKey": "u1", "email": "x@example.com"});
+    let res = post(&app, "/v1/eval", (h, &v), &bare).await;
+    let err = res.assert_error(StatusCode::BAD_REQUEST);
+    assert_eq!(err["error"]["code"], "invalid_body", "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("no `context` member"), "{message}");
+    assert!(
+        res.text().contains("\\\"targetingKey\\\""),
+        "{}",
+        res.text()
+    );
+    assert!(!res.text().contains("x@example.com"), "{}", res.text());
+
+    for uri in [
+        "/ofrep/v1/evaluate/flags",
+        "/ofrep/v1/evaluate/flags/banner",
+    ] {
+        let res = post(&app, uri, (h, &v), &bare).await;
+        let err = res.assert_error(StatusCode::BAD_REQUEST);
+        assert_eq!(err["errorCode"], "INVALID_CONTEXT", "{uri}: {err}");
+        assert!(
+            err["errorDetails"].as_str().unwrap().contains("`context`"),
+            "{err}"
+        );
+        let res = post(&app, uri, (h, &v), &json!({})).await;
+        assert_eq!(res.status, StatusCode::OK, "{uri}: {}", res.text());
+        let res = post(&app, uri, (h, &v), &json!({"context": {}})).await;
+        assert_eq!(res.status, StatusCode::OK, "{uri}: {}", res.text());
+    }
+}

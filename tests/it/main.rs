@@ -7,6 +7,7 @@ mod clients;
 mod docs;
 mod environments;
 mod failover;
+mod failures;
 mod http;
 mod openapi;
 mod peers;

@@ -193,6 +193,19 @@ impl Source {
         &self.label
     }
 
+    /// Where this source keeps `env`'s manifest, as a user would write it
+    /// (`<label>/<env>/manifest.pb`; a cloud label's parenthesised account or
+    /// endpoint stays at the end), for "not found" messages.
+    pub fn manifest_location(&self, env: &str) -> String {
+        let object = layout::env_object(env, layout::MANIFEST);
+        let (base, rest) = match self.label.split_once(" (") {
+            Some((base, rest)) => (base, format!(" ({rest}")),
+            None => (self.label.as_str(), String::new()),
+        };
+        let base = base.strip_suffix('/').unwrap_or(base);
+        format!("{base}/{object}{rest}")
+    }
+
     /// The underlying store (for publishing and tests).
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
@@ -308,6 +321,21 @@ impl Source {
             }),
             Err(e) => Err(e),
         }
+    }
+
+    /// How many environment folders (`<prefix>/<env>/`) the store lists, for
+    /// the start-up warning "this source holds no environments". `None` when
+    /// it cannot say: a plain HTTP origin cannot list, and a failed listing is
+    /// the probe's to report.
+    pub async fn environment_count(&self) -> Option<usize> {
+        if self.scheme.is_some_and(Scheme::is_http) {
+            return None;
+        }
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        self.timed("probe", self.store.list_with_delimiter(prefix))
+            .await
+            .ok()
+            .map(|list| list.common_prefixes.len())
     }
 
     /// Size and ETag of `<env>/<relative>`, without its bytes (a HEAD request).

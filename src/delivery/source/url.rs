@@ -137,7 +137,10 @@ impl Source {
     pub fn from_url(url: &str, opts: &SourceOptions) -> Result<Source, SourceError> {
         let parsed = Url::parse(url).map_err(|e| SourceError::Config {
             url: redact_unparsed(url),
-            reason: format!("not a URL ({e})"),
+            reason: match file_url_hint(url) {
+                Some(hint) => format!("not a URL ({e}); did you mean `{hint}`?"),
+                None => format!("not a URL ({e})"),
+            },
         })?;
         let shown = redact(&parsed);
         let fail = |reason: String| SourceError::Config {
@@ -354,8 +357,41 @@ fn s3(url: &Url, params: &Params, opts: &SourceOptions) -> Result<Built, String>
     if let Some(region) = params.get("region") {
         b = b.with_region(region);
     }
+    if !c.anonymous && !has_aws_credentials(&b) && aws_metadata_disabled() {
+        // Without this, the first read fails with a raw error from the
+        // instance-metadata address, which says nothing about credentials.
+        return Err(
+            "no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+             or AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, or run where instance or task \
+             metadata serves a role; for a public bucket use `anonymous=true`)"
+                .to_owned(),
+        );
+    }
     let store = b.build().map_err(|e| error_chain(&e))?;
     Ok(c.built(Arc::new(store)))
+}
+
+/// Whether the builder holds credentials of its own (keys, a web identity,
+/// or a container credentials address) rather than falling back to the EC2
+/// instance metadata service.
+fn has_aws_credentials(b: &AmazonS3Builder) -> bool {
+    [
+        AmazonS3ConfigKey::AccessKeyId,
+        AmazonS3ConfigKey::SecretAccessKey,
+        AmazonS3ConfigKey::WebIdentityTokenFile,
+        AmazonS3ConfigKey::ContainerCredentialsRelativeUri,
+        AmazonS3ConfigKey::ContainerCredentialsFullUri,
+    ]
+    .iter()
+    .any(|k| b.get_config_value(k).is_some_and(|v| !v.is_empty()))
+}
+
+/// `AWS_EC2_METADATA_DISABLED=true`, the AWS SDKs' switch for "this is not
+/// an EC2 instance": the metadata service is then not a credential source, so
+/// no credentials of the builder's own means none at all. Read here, as
+/// `AmazonS3Builder::from_env` reads the other `AWS_*` variables.
+fn aws_metadata_disabled() -> bool {
+    std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// `gs://bucket[/prefix]`: credentials from `GOOGLE_*` or application
@@ -500,6 +536,18 @@ fn file(url: &Url) -> Result<Built, String> {
     let shown = shown.trim_end_matches('/');
     let label = format!("file://{}", if shown.is_empty() { "/" } else { shown });
     Ok((label, Arc::new(store), Path::default()))
+}
+
+/// The `file://` URL a local path given where a URL is wanted stands for
+/// (`/srv/flags` -> `file:///srv/flags`; a relative path is made absolute
+/// against the current folder), or `None` when the text does not look like a
+/// path (it has a scheme, or is empty).
+fn file_url_hint(text: &str) -> Option<String> {
+    if text.is_empty() || text.contains("://") {
+        return None;
+    }
+    let abs = std::path::absolute(text).ok()?;
+    Url::from_file_path(&abs).ok().map(String::from)
 }
 
 /// The URL's path as an object prefix (percent-decoded, no empty segments).
