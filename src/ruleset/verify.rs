@@ -257,11 +257,18 @@ pub enum VerifyError {
     },
     /// Keys are trusted but no signature is by one of them.
     #[error(
-        "manifest has no signature by a trusted key ({signatures} signature(s), none by a trusted key id)"
+        "manifest has no signature by a trusted key ({signatures} signature(s), by key ids [{}]; trusted key ids [{}])",
+        signed_by.join(", "),
+        trusted.join(", ")
     )]
     Unsigned {
         /// How many signatures the manifest carries (by unknown keys).
         signatures: usize,
+        /// The key ids those signatures name (public key ids, not secrets), so
+        /// an operator sees which key signed and which ones they trust.
+        signed_by: Vec<String>,
+        /// The key ids this reader trusts.
+        trusted: Vec<String>,
     },
     /// The manifest names a ruleset path other than `rulesets/<version>.pb`.
     #[error("manifest names ruleset path {found:?}, expected {expected:?}")]
@@ -412,6 +419,8 @@ fn check_signatures(
     if signed_by.is_empty() {
         return Err(VerifyError::Unsigned {
             signatures: signed.signatures.len(),
+            signed_by: signed.signatures.iter().map(|s| s.key_id.clone()).collect(),
+            trusted: trusted.ids().map(str::to_owned).collect(),
         });
     }
     Ok(signed_by)

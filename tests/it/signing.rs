@@ -449,7 +449,10 @@ fn unsigned_manifest_is_accepted_only_without_trusted_keys() {
     assert!(TrustedKeys::none().is_empty());
 
     let e = verify::verify_manifest(&bytes, "prod", &trust(&[&signer(1)])).unwrap_err();
-    assert!(matches!(e, VerifyError::Unsigned { signatures: 0 }), "{e}");
+    assert!(
+        matches!(e, VerifyError::Unsigned { signatures: 0, .. }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -457,7 +460,20 @@ fn signatures_by_untrusted_keys_only_count_as_unsigned() {
     let rs = ruleset_bytes("prod", 1);
     let bytes = manifest_bytes("prod", 1, &rs, false, &[signer(9)]);
     let e = verify::verify_manifest(&bytes, "prod", &trust(&[&signer(1)])).unwrap_err();
-    assert!(matches!(e, VerifyError::Unsigned { signatures: 1 }), "{e}");
+    assert!(
+        matches!(e, VerifyError::Unsigned { signatures: 1, .. }),
+        "{e}"
+    );
+    // The message names the key that signed and the keys trusted (ids only).
+    let text = e.to_string();
+    assert!(
+        text.contains(&keys::key_id(&signer(9).verifying_key())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&keys::key_id(&signer(1).verifying_key())),
+        "{text}"
+    );
 
     // An untrusted signature next to a trusted one is ignored.
     let bytes = manifest_bytes("prod", 1, &rs, false, &[signer(9), signer(1)]);
