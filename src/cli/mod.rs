@@ -8,7 +8,7 @@
 //! command leaves no partial output behind.
 //!
 //! Exit codes: 0 success, 1 a failure (the error on stderr), 2 a usage error
-//! (clap's, with the usage line). Output goes through [`print_line`] so that
+//! (clap's, with the usage line). Output goes through `print_line` so that
 //! a closed stdout (`flagbelt inspect … | head`) ends the command quietly with
 //! 0, never with `println!`'s panic.
 
