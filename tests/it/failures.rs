@@ -269,3 +269,39 @@ fn serve_says_when_a_source_holds_no_environments() {
     let nope = format!("{source}nope/manifest.pb");
     assert_eq!(text.matches(&nope).count(), 1, "{text}");
 }
+
+/// Where instance metadata is not switched off, an S3 source with no
+/// credentials asks the metadata service; when that gives none, the error
+/// says "no AWS credentials" rather than a raw connection error. Every
+/// address is on loopback: the metadata address and the endpoint are ports
+/// on which nothing listens.
+#[test]
+fn an_s3_source_whose_metadata_service_gives_no_credentials_says_so() {
+    let closed = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let metadata = format!("http://127.0.0.1:{}", closed());
+    let source = format!(
+        "s3://some-bucket/flags?endpoint=http://127.0.0.1:{}&allow_http=true",
+        closed()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_flagbelt"))
+        .args(["fetch", "--source", &source, "--env", "demo"])
+        .env_clear()
+        .env("AWS_METADATA_ENDPOINT", &metadata)
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("flagbelt runs");
+    assert!(!out.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("no AWS credentials found"), "{all}");
+    assert!(
+        all.contains(&metadata) && all.contains("anonymous=true"),
+        "{all}"
+    );
+}

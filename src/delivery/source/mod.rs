@@ -73,6 +73,18 @@ pub enum SourceError {
         /// The most this reader accepts for that object (manifest or ruleset).
         max: u64,
     },
+    /// An S3 source with no credentials of its own asked the instance
+    /// metadata service for them, and got none.
+    #[error(
+        "no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where instance metadata serves a role; for a public bucket use `anonymous=true`): the instance metadata service at {endpoint} gave none"
+    )]
+    NoCredentials {
+        /// The metadata address asked.
+        endpoint: String,
+        /// object_store's error.
+        #[source]
+        source: object_store::Error,
+    },
     /// The source URL or its settings are unusable.
     #[error("invalid source {url}: {reason}")]
     Config {
@@ -135,6 +147,9 @@ pub struct Source {
     kind: SourceKind,
     /// How it was named, when it was made from a URL.
     scheme: Option<Scheme>,
+    /// The instance metadata address an S3 source with no credentials of its
+    /// own asks for them: an error that names it is a credentials problem.
+    metadata_endpoint: Option<String>,
 }
 
 impl Source {
@@ -162,6 +177,7 @@ impl Source {
             stats: Stats::default(),
             kind: SourceKind::Remote,
             scheme: None,
+            metadata_endpoint: None,
         }
     }
 
@@ -378,6 +394,21 @@ impl Source {
         }
     }
 
+    /// A store's error, as a credentials problem when it is the instance
+    /// metadata service failing an S3 source that has no credentials of its
+    /// own (object_store reports that as a raw request error).
+    fn store_error(&self, e: object_store::Error) -> SourceError {
+        match &self.metadata_endpoint {
+            Some(endpoint) if error_chain(&e).contains(endpoint.as_str()) => {
+                SourceError::NoCredentials {
+                    endpoint: endpoint.clone(),
+                    source: e,
+                }
+            }
+            _ => SourceError::Store(e),
+        }
+    }
+
     /// Runs one store operation under the deadline and records its outcome.
     async fn timed<T>(
         &self,
@@ -388,7 +419,7 @@ impl Source {
         let result = match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(object_store::Error::NotFound { .. })) => Err(SourceError::NotFound),
-            Ok(Err(e)) => Err(SourceError::Store(e)),
+            Ok(Err(e)) => Err(self.store_error(e)),
             Err(_) => Err(SourceError::Timeout(self.timeout)),
         };
         let elapsed = start.elapsed();

@@ -164,15 +164,21 @@ impl Source {
                 scheme.as_str()
             )));
         }
+        let mut metadata = None;
         let built = match scheme {
-            Scheme::S3 => s3(&parsed, &params, opts),
+            Scheme::S3 => s3(&parsed, &params, opts).map(|(built, endpoint)| {
+                metadata = endpoint;
+                built
+            }),
             Scheme::Gcs => gcs(&parsed, &params, opts),
             Scheme::Azure => azure(&parsed, &params, opts),
             Scheme::Http | Scheme::Https => http(&parsed, opts),
             Scheme::File => file(&parsed),
         };
         let (label, store, prefix) = built.map_err(&fail)?;
-        Ok(Self::with_prefix(label, store, prefix, opts.timeout).with_scheme(scheme))
+        let mut source = Self::with_prefix(label, store, prefix, opts.timeout).with_scheme(scheme);
+        source.metadata_endpoint = metadata;
+        Ok(source)
     }
 }
 

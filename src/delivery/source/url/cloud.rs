@@ -22,9 +22,20 @@ const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
+/// The instance metadata address object_store asks when it has no default
+/// of its own configured (`AWS_METADATA_ENDPOINT` overrides it).
+const DEFAULT_METADATA_ENDPOINT: &str = "http://169.254.169.254";
+
 /// `s3://bucket[/prefix]`: credentials and region from the `AWS_*`
-/// environment; path-style requests unless `virtual_hosted=true`.
-pub(super) fn s3(url: &Url, params: &Params, opts: &SourceOptions) -> Result<Built, String> {
+/// environment; path-style requests unless `virtual_hosted=true`. Also
+/// returns the instance metadata address when the source has no credentials
+/// of its own and will ask that service, so that its failures can say "no
+/// credentials" instead of a raw connection error.
+pub(super) fn s3(
+    url: &Url,
+    params: &Params,
+    opts: &SourceOptions,
+) -> Result<(Built, Option<String>), String> {
     let c = Cloud::parse(Scheme::S3, url, params, opts)?;
     let mut b = AmazonS3Builder::from_env()
         .with_bucket_name(&c.bucket)
@@ -53,8 +64,12 @@ pub(super) fn s3(url: &Url, params: &Params, opts: &SourceOptions) -> Result<Bui
                 .to_owned(),
         );
     }
+    let metadata = (!c.anonymous && !has_aws_credentials(&b)).then(|| {
+        b.get_config_value(&AmazonS3ConfigKey::MetadataEndpoint)
+            .unwrap_or_else(|| DEFAULT_METADATA_ENDPOINT.to_owned())
+    });
     let store = b.build().map_err(|e| error_chain(&e))?;
-    Ok(c.built(Arc::new(store)))
+    Ok((c.built(Arc::new(store)), metadata))
 }
 
 /// Whether the builder holds credentials of its own (keys, a web identity,
