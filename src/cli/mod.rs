@@ -108,18 +108,24 @@ fn print_line(text: impl std::fmt::Display) -> std::io::Result<()> {
 
 /// Whether the failure is a write to a closed stdout (the reader, `head` for
 /// example, stopped reading), which is how a pipeline ends, not an error.
+///
+/// Only the outermost error counts: a write to stdout fails with that error
+/// itself (`?` on `print_line` or a `writeln!`), while a broken pipe deep in
+/// a storage or network error's causes is a real failure and must exit 1.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        let kind = cause
-            .downcast_ref::<std::io::Error>()
-            .map(std::io::Error::kind)
-            .or_else(|| {
-                cause
-                    .downcast_ref::<serde_json::Error>()
-                    .and_then(serde_json::Error::io_error_kind)
-            });
-        kind == Some(std::io::ErrorKind::BrokenPipe)
-    })
+    // `chain()` starts with the outermost error (a context, if one was added);
+    // `downcast_ref` on the `anyhow::Error` would also look through contexts.
+    let Some(top) = e.chain().next() else {
+        return false;
+    };
+    let kind = top
+        .downcast_ref::<std::io::Error>()
+        .map(std::io::Error::kind)
+        .or_else(|| {
+            top.downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+        });
+    kind == Some(std::io::ErrorKind::BrokenPipe)
 }
 
 /// Reads a UTF-8 text file, naming it in the error.
@@ -132,4 +138,20 @@ fn read_text(path: &PathBuf) -> anyhow::Result<String> {
 fn read_bytes(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     use anyhow::Context as _;
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_top_level_broken_pipe_is_a_quiet_end() {
+        let pipe = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(is_broken_pipe(&anyhow::Error::new(pipe())));
+        // A broken pipe inside another failure (a store's connection) is not.
+        let deep = anyhow::Error::new(pipe()).context("publishing to s3://b");
+        assert!(!is_broken_pipe(&deep));
+        let other = anyhow::Error::new(std::io::Error::other("disk full"));
+        assert!(!is_broken_pipe(&other));
+    }
 }
