@@ -157,10 +157,12 @@ fn start_demo(tmp: &Path) -> (Guard, String, String) {
 fn run_block(script: &str, line: usize, tmp: &Path, demo_addr: &str) -> String {
     use std::os::unix::process::CommandExt as _;
     let tmp_text = tmp.to_str().expect("a UTF-8 temp path");
+    // `/tmp/` first: the binary's own path may be below /tmp (a checkout
+    // there) and must not be rewritten.
     let script = script
+        .replace("/tmp/", &format!("{tmp_text}/"))
         .replace("target/release/flagbelt", env!("CARGO_BIN_EXE_flagbelt"))
-        .replace(README_DEMO_ADDR, demo_addr)
-        .replace("/tmp/", &format!("{tmp_text}/"));
+        .replace(README_DEMO_ADDR, demo_addr);
     let out_path = tmp.join(format!("block-{line}.out"));
     let err_path = tmp.join(format!("block-{line}.err"));
     let child = Command::new("bash")
