@@ -3,7 +3,7 @@
 //!
 //! Must not: record values (the code that counts does, where it counts), or
 //! name a metric nothing records. A metric added elsewhere gets its line here;
-//! the `cli` test of `/metrics` checks a few of them.
+//! a unit test finds every `"flagbelt_…"` name in `src/` and fails without it.
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
@@ -73,4 +73,51 @@ pub fn describe() {
         Unit::Seconds,
         "Age of the oldest ruleset served, since it was published"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// The `"flagbelt_…"` string literals of every `.rs` file below `dir`.
+    fn metric_names(dir: &Path, skip: &Path, out: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                metric_names(&path, skip, out);
+            } else if path.extension().is_some_and(|e| e == "rs") && path != skip {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for piece in text.split("\"flagbelt_").skip(1) {
+                    let name: String = piece
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
+                    if piece[name.len()..].starts_with('"') {
+                        out.insert(format!("flagbelt_{name}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A metric recorded anywhere in `src/` without a description here would
+    /// show on `/metrics` with no `# HELP`: this catches it.
+    #[test]
+    fn every_recorded_metric_is_described() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let this = root.join("http/metric_help.rs");
+        let mut recorded = BTreeSet::new();
+        metric_names(&root, &this, &mut recorded);
+        let mut described = BTreeSet::new();
+        let text = std::fs::read_to_string(&this).unwrap();
+        for name in &recorded {
+            if text.contains(&format!("\"{name}\"")) {
+                described.insert(name.clone());
+            }
+        }
+        assert!(recorded.len() >= 10, "found only {recorded:?}");
+        let missing: Vec<_> = recorded.difference(&described).collect();
+        assert!(missing.is_empty(), "no # HELP for {missing:?}");
+    }
 }
