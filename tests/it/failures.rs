@@ -63,16 +63,19 @@ fn fetch_says_why_an_environment_was_rejected_or_missing() {
     let tmp = tempfile::tempdir().unwrap();
     let out = signed_layout(tmp.path());
     let source = file_url(&out);
-    let other = tmp.path().join("other.pub");
-    let (_, err) = fails(&[
-        "fetch",
-        "--source",
-        &source,
-        "--env",
-        "demo",
-        "--public-key",
-        s(&other),
-    ]);
+    let fetch_trusting = |key: &Path| {
+        fails(&[
+            "fetch",
+            "--source",
+            &source,
+            "--env",
+            "demo",
+            "--public-key",
+            s(key),
+        ])
+        .1
+    };
+    let err = fetch_trusting(&tmp.path().join("other.pub"));
     assert!(err.contains("rejected"), "{err}");
     assert!(err.contains("signature"), "{err}");
 
@@ -81,16 +84,7 @@ fn fetch_says_why_an_environment_was_rejected_or_missing() {
     let mut bytes = std::fs::read(&ruleset).unwrap();
     bytes[10] ^= 0x55;
     std::fs::write(&ruleset, &bytes).unwrap();
-    let public = tmp.path().join("signer.pub");
-    let (_, err) = fails(&[
-        "fetch",
-        "--source",
-        &source,
-        "--env",
-        "demo",
-        "--public-key",
-        s(&public),
-    ]);
+    let err = fetch_trusting(&tmp.path().join("signer.pub"));
     assert!(err.contains("rejected"), "{err}");
     assert!(
         err.to_lowercase().contains("sha-256") || err.contains("digest"),
