@@ -15,7 +15,7 @@
 //! - [`cli`]: the `flagbelt` command's subcommands (compile, inspect, eval, keys,
 //!   publish, fetch, serve, demo).
 //! - [`util`]: the leaf helpers every layer needs once (error chains, the wall
-//!   clock, poison-tolerant locks, percent-decoding, duplicate checks).
+//!   clock, poison-tolerant locks, percent-decoding).
 
 pub mod cli;
 pub mod delivery;

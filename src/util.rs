@@ -1,6 +1,6 @@
 //! Small helpers that every layer needs once: an error's chain on one line,
 //! the wall clock in milliseconds (and its sub-second noise), a
-//! poison-tolerant lock, percent-decoding and the "listed twice" check.
+//! poison-tolerant lock and percent-decoding.
 //!
 //! The leaf of the crate: it depends on no other module of flagbelt, so any
 //! module may use it without creating an import circle. Must not: do I/O,
@@ -65,14 +65,6 @@ pub fn percent_decode(s: &str) -> Option<String> {
         .map(std::borrow::Cow::into_owned)
 }
 
-/// The index of the first item whose `key` equals an earlier item's: what a
-/// list of stores or keys must not contain (the same store twice would count
-/// twice in failover and publishing).
-pub fn first_repeat<T, K: PartialEq>(items: &[T], key: impl Fn(&T) -> K) -> Option<usize> {
-    let keys: Vec<K> = items.iter().map(key).collect();
-    (1..keys.len()).find(|&i| keys[..i].contains(&keys[i]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,13 +89,6 @@ mod tests {
         assert_eq!(percent_decode("a%2").as_deref(), Some("a%2"));
         assert_eq!(percent_decode("%zz").as_deref(), Some("%zz"));
         assert_eq!(percent_decode("%ff"), None);
-    }
-
-    #[test]
-    fn first_repeat_names_the_second_occurrence() {
-        assert_eq!(first_repeat(&["a", "b", "a", "b"], |s| *s), Some(2));
-        assert_eq!(first_repeat(&["a", "b"], |s| *s), None);
-        assert_eq!(first_repeat::<&str, &str>(&[], |s| *s), None);
     }
 
     #[test]

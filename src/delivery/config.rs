@@ -19,7 +19,7 @@ use super::source::{Source, SourceError, SourceKind, SourceOptions};
 use super::{Delivery, DeliveryOptions};
 use crate::ruleset::keys;
 use crate::ruleset::verify::TrustedKeys;
-use crate::util::{error_chain, first_repeat};
+use crate::util::error_chain;
 
 /// Everything delivery needs, already parsed from flags or the environment.
 #[derive(Debug, Clone, Default)]
@@ -108,11 +108,16 @@ impl DeliveryConfig {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(i) = first_repeat(&sources, |s| s.label().to_owned()) {
-            return Err(StartError::Source {
-                index: i + 1,
-                source: super::source::url::listed_twice(&sources[i]),
-            });
+        for (i, s) in sources.iter().enumerate() {
+            if sources[..i]
+                .iter()
+                .any(|earlier| earlier.label() == s.label())
+            {
+                return Err(StartError::Source {
+                    index: i + 1,
+                    source: super::source::url::listed_twice(s),
+                });
+            }
         }
         let trusted = self.trusted_keys()?;
         let mut fallback_sources = Vec::new();

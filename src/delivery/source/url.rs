@@ -21,7 +21,7 @@ mod cloud;
 
 use self::cloud::{azure, gcs, s3};
 use super::{Source, SourceError};
-use crate::util::{error_chain, first_repeat, percent_decode};
+use crate::util::{error_chain, percent_decode};
 
 /// Timeouts and retries for one source. object_store's defaults are minutes;
 /// a flag server must fail over in seconds.
@@ -188,12 +188,13 @@ impl Source {
 pub fn parse_sources(urls: &[String], opts: &SourceOptions) -> Result<Vec<Source>, SourceError> {
     let mut out: Vec<Source> = Vec::with_capacity(urls.len());
     for url in urls {
-        out.push(Source::from_url(url, opts)?);
         // Checked as each one is added: the first problem in the order given
         // is the one reported.
-        if let Some(i) = first_repeat(&out, |s| s.label.clone()) {
-            return Err(listed_twice(&out[i]));
+        let source = Source::from_url(url, opts)?;
+        if out.iter().any(|s| s.label == source.label) {
+            return Err(listed_twice(&source));
         }
+        out.push(source);
     }
     Ok(out)
 }
